@@ -14,9 +14,12 @@ class PersonaError(Exception):
 class ManifestError(PersonaError):
     """A persona manifest is malformed. ``field`` names the offending field (a JSON path)."""
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+    def __init__(self, message: str, field: str | None = None, source: str | None = None) -> None:
+        self.message = message
         self.field = field
-        super().__init__(f"{field}: {message}" if field else message)
+        self.source = source
+        text = f"{field}: {message}" if field else message
+        super().__init__(f"{source}: {text}" if source else text)
 
 
 class ScenarioError(PersonaError):

@@ -19,6 +19,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("persona.cli.demo_cmd:demo", "Run the main job on the embedded default."),
     "scenario": ("persona.cli.scenario_cmd:scenario", "Inspect and validate scenarios."),
     "store": ("persona.cli.store_cmd:store", "Versioned, deduplicated persona storage."),
+    "doctor": ("persona.cli.lab_cmd:doctor", "Check live-lab prerequisites (Docker, CRIU, ...)."),
+    "lab": ("persona.cli.lab_cmd:lab", "Live lab: set up, start, stop the demo host."),
+    "capture": ("persona.cli.capture_cmd:capture", "Capture a live host's persona."),
+    "watch": ("persona.cli.capture_cmd:watch", "Capture continuously (interval + events)."),
 }
 
 

@@ -1,0 +1,67 @@
+"""Live-lab fixtures: prerequisites are checked here (not at import) and fail loudly; every
+container, network rule and folder a test creates is recorded and removed in teardown."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from lab_helpers import Tracker
+
+from persona.errors import LabError
+from persona.lab import demo, engine, images, spec
+
+
+def _fail(msg: str) -> None:
+    pytest.fail(f"live lab missing: {msg}\n  fix: make test (runs `persona lab up --no-demo`), "
+                "or: .venv/bin/persona lab up --no-demo; then: .venv/bin/persona doctor",
+                pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Any:
+    """A connected APIClient with the lab's prerequisites verified and images built."""
+    if os.geteuid() != 0:
+        _fail("live tests need root (CRIU, nsenter)")
+    try:
+        client = engine.connect()
+    except LabError as e:
+        _fail(str(e))
+    if not engine.experimental(client):
+        _fail("engine runs without --experimental")
+    if shutil.which("criu") is None:
+        _fail("criu is not on PATH")
+    try:
+        images.build_all(client)
+        demo.ensure_network(client)
+    except LabError as e:
+        _fail(str(e))
+    return client
+
+
+@pytest.fixture
+def tracker(lab: Any) -> Iterator[Tracker]:
+    t = Tracker(lab)
+    yield t
+    t.cleanup()
+
+
+_next_ip = iter(range(100, 250))
+
+
+@pytest.fixture
+def test_host(lab: Any, tracker: Tracker) -> Iterator[str]:
+    """A fresh demo-shaped host (pause+redis+api+worker) with its own name and IP."""
+    host = "t" + secrets.token_hex(3)
+    ip = f"10.77.0.{next(_next_ip)}"
+    ids: dict[str, str] = {}
+    for s in spec.demo_specs(host, ip=ip, with_load=False):
+        cid = demo.create_and_start(lab, s, ids.get(s.netns_of or ""))
+        ids[s.name] = cid
+        tracker.containers.append(cid)
+    demo.wait_ready(lab, host, 60)
+    yield host

@@ -1,0 +1,208 @@
+"""One capture of a live host: preflight, observe, consistent cut, decode, assemble, publish."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from persona.capture import parse, probe
+from persona.capture.assemble import ContainerObs, HostObs, build_manifest, summary_json
+from persona.capture.cut import Member, consistent_cut, plan_cut
+from persona.capture.docker_engine import DockerEngine
+from persona.capture.sink import VersionSink, new_version_id
+from persona.errors import CaptureError, LabError
+from persona.lab import demo, spec
+from persona.lab.doctor import judge_criu
+
+
+@dataclass
+class CaptureOptions:
+    window_s: float = 1.0
+    samples: int = 5
+    proc_root: Path = Path("/proc")
+    sys_root: Path = Path("/sys")
+    cgroup_root: Path = Path("/sys/fs/cgroup")
+    parallel_dumps: bool = True
+
+
+@dataclass
+class CaptureReport:
+    host: str
+    version: str
+    freeze_ms: float
+    path: Path
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def preflight_criu() -> str:
+    try:
+        text = probe.run_text(["criu", "--version"])
+    except CaptureError:
+        text = None  # type: ignore[assignment]
+    chk = judge_criu(text)
+    if not chk.ok:
+        raise CaptureError(f"{chk.detail}; fix: {chk.fix}")
+    return chk.detail.split()[-1]
+
+
+def host_members(client: Any, host: str) -> list[dict[str, Any]]:
+    cs = demo.host_containers(client, host)
+    if not cs:
+        known = sorted({c["Labels"].get(spec.HOST_LABEL, "?") for c in
+                        client.containers(all=True, filters={"label": spec.HOST_LABEL})})
+        raise CaptureError(f"unknown host {host!r}: no container has label {spec.HOST_LABEL}={host}"
+                           f"; known hosts: {', '.join(known) or 'none (run: persona lab up)'}")
+    down = [c["Names"][0].lstrip("/") + f" ({c['State']})" for c in cs if c["State"] != "running"]
+    if down:
+        raise CaptureError(f"host {host!r} is not fully running: {', '.join(down)}; "
+                           "restart it (persona lab up) before capturing")
+    return cs
+
+
+def _live_settings(client: Any, pid: int, url: str | None) -> dict[str, Any] | None:
+    if not url:
+        return None
+    try:
+        return dict(json.loads(demo.http_get_in_netns(pid, url)))
+    except (LabError, ValueError) as e:
+        raise CaptureError(f"introspection endpoint {url} failed: {e}") from e
+
+
+def capture_host(client: Any, host: str, sink: VersionSink,
+                 opts: CaptureOptions | None = None) -> CaptureReport:
+    opts = opts or CaptureOptions()
+    criu_version = preflight_criu()
+    cs = host_members(client, host)
+    info = {c["Id"]: client.inspect_container(c["Id"]) for c in cs}
+    staging = sink.begin(host)
+    try:
+        return _capture(client, host, sink, opts, cs, info, staging, criu_version)
+    except BaseException:
+        sink.abort(staging)
+        raise
+
+
+def _capture(client: Any, host: str, sink: VersionSink, opts: CaptureOptions,
+             cs: list[dict[str, Any]], info: dict[str, Any], staging: Path,
+             criu_version: str) -> CaptureReport:
+    t_start = time.perf_counter()
+    pause = next((c for c in cs if c["Labels"].get(spec.ROLE_LABEL) == "pause"), cs[0])
+    ns_pid = int(info[pause["Id"]]["State"]["Pid"])
+    api_url = next((c["Labels"][spec.INTROSPECT_LABEL] for c in cs
+                    if spec.INTROSPECT_LABEL in c["Labels"]), None)
+
+    # ---- resources over a window (before the cut), and request rate from introspection
+    live0 = _live_settings(client, ns_pid, api_url)
+    t0 = time.monotonic()
+    samples = probe.sample_window([c["Id"] for c in cs], opts.window_s, opts.samples,
+                                  lambda cid: probe.cgroup_sample(cid, opts.cgroup_root))
+    live1 = _live_settings(client, ns_pid, api_url)
+    rps = None
+    if live0 and live1 and "requests" in live0:
+        rps = (live1["requests"] - live0["requests"]) / max(1e-6, time.monotonic() - t0)
+
+    # ---- network: tables of the host's namespace, sockets joined to components
+    tables = probe.netns_tables(ns_pid, opts.proc_root)
+    pids = {c["Names"][0].lstrip("/"): probe.cgroup_pids(c["Id"], opts.cgroup_root) for c in cs}
+    owners = probe.socket_owners(pids, opts.proc_root)
+    joins = parse.join_connections(tables["sockets"], owners)
+    net = {
+        "addresses": tables["addresses"],
+        "routes": [r.__dict__ for r in tables["routes"]],
+        "listening": sorted({f"{s.local}:{s.local_port}" for s in tables["sockets"]
+                             if s.state == "LISTEN"}),
+        "established": sum(s.state == "ESTABLISHED" for s in tables["sockets"]),
+        "joins": [j.__dict__ for j in joins],
+    }
+    net_path = staging / "network.json"
+    net_path.write_text(json.dumps({**net, "sockets": [s.__dict__ for s in tables["sockets"]],
+                                    "socket_owners": {str(k): v for k, v in owners.items()}},
+                                   indent=1))
+
+    # ---- the consistent cut
+    members = [Member(c["Id"], c["Names"][0].lstrip("/"), c["Labels"].get(spec.ROLE_LABEL, "?"))
+               for c in cs]
+    name = "p" + time.strftime("%H%M%S")
+    cut = consistent_cut(DockerEngine(client), plan_cut(members), staging / "process", name,
+                         parallel=opts.parallel_dumps)
+
+    # ---- after thaw: decode images, filesystem diffs, config, metadata
+    obs = []
+    for c in cs:
+        cname = c["Names"][0].lstrip("/")
+        ins = info[c["Id"]]
+        role = c["Labels"].get(spec.ROLE_LABEL, "?")
+        proc = None
+        proc_data = None
+        proc_bytes = 0
+        ck = staging / "process" / cname / name
+        if ck.is_dir():
+            final = staging / "process" / cname / "checkpoint"
+            ck.rename(final)
+            proc = {**parse.criu_image_summary(probe.load_criu_images(final)),
+                    "dump_ms": round(cut.dump_ms.get(cname, 0.0), 1),
+                    "checkpoint_name": name}
+            proc_data = str(final.relative_to(staging))
+            proc_bytes = probe.dir_size(final)
+        diff = client.diff(c["Id"]) or []
+        fs_rel = f"filesystem/{cname}.tar"
+        (staging / "filesystem").mkdir(exist_ok=True)
+        upper = Path(ins["GraphDriver"]["Data"]["UpperDir"])
+        with tarfile.open(staging / fs_rel, "w") as tar:
+            tar.add(str(upper), arcname=".")
+        cfg_files: dict[str, dict[str, Any]] = {}
+        for path in filter(None, c["Labels"].get(spec.CONFIG_LABEL, "").split(",")):
+            data = probe.read_in_root(int(ins["State"]["Pid"]), path, opts.proc_root)
+            rel = f"config/{cname}{path}"
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staging / rel).write_bytes(data)
+            cfg_files[path] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                               "data": rel}
+        live = live1 if spec.INTROSPECT_LABEL in c["Labels"] else None
+        cpu_lim, mem_lim = probe.cgroup_limits(c["Id"], opts.cgroup_root)
+        obs.append(ContainerObs(
+            name=cname, cid=c["Id"], role=role, image=ins["Config"]["Image"], image_id=ins["Image"],
+            command=tuple(ins["Config"].get("Cmd") or ()),
+            fs_added=sum(d["Kind"] == 1 for d in diff), fs_changed=sum(d["Kind"] == 0 for d in diff),
+            fs_deleted=tuple(sorted(d["Path"] for d in diff if d["Kind"] == 2)),
+            fs_archive=fs_rel, fs_bytes=(staging / fs_rel).stat().st_size,
+            process=proc, process_data=proc_data, process_bytes=proc_bytes,
+            usage=parse.summarize_samples(samples[c["Id"]]), cpu_limit=cpu_lim, mem_limit=mem_lim,
+            config_files=cfg_files, live_settings=live,
+            app_version=(live or {}).get("version") if live else None))
+
+    mods, note = probe.read_kernel_modules(opts.proc_root, opts.sys_root)
+    probe.run_text(["criu", "cpuinfo", "dump", "-D", str(staging)])
+    cpuinfo = "cpuinfo.img" if (staging / "cpuinfo.img").exists() else None
+    v = client.version()
+    h = HostObs(host=host, captured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                kernel=os.uname().release, criu_version=criu_version,
+                docker_version=str(v.get("Version")), freeze_ms=cut.freeze_ms,
+                containers=tuple(obs), network=net, network_data="network.json",
+                network_bytes=net_path.stat().st_size, modules=tuple(mods), modules_note=note,
+                cpuinfo_data=cpuinfo, peak_requests_per_s=rps, window_s=opts.window_s)
+    manifest = build_manifest(h)
+    manifest.save(staging / "manifest.json")
+    timings = {"pause_ms": round(cut.pause_ms, 1), "thaw_ms": round(cut.thaw_ms, 1),
+               "dump_ms": {k: round(x, 1) for k, x in cut.dump_ms.items()},
+               "total_ms": 0.0}
+    version = new_version_id()
+    timings["total_ms"] = round((time.perf_counter() - t_start) * 1000, 1)
+    summary = summary_json(manifest, version, cut.freeze_ms, sink.url,
+                           {"timings": timings, "kernel_modules": note,
+                            "criu_version": criu_version})
+    (staging / "capture.json").write_text(json.dumps(summary, indent=1))
+    sink.publish(host, staging, version)
+    path = Path(sink.url[len("file://"):]) / host / version if sink.url.startswith("file://") else staging
+    return CaptureReport(host, version, cut.freeze_ms, path, summary)
+
+
+def remove_tree(p: Path) -> None:
+    shutil.rmtree(p, ignore_errors=True)

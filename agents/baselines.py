@@ -1,0 +1,237 @@
+"""Baseline restore policies and the hindsight oracle.
+
+Every policy sees what a production restorer sees - the observation (captured persona,
+progress) and the action mask - never the simulator's hidden truth. The exception is
+:class:`Oracle`, which is a *bound*, not a policy: it searches restore orders with
+hindsight knowledge of the episode's sampled durations, failures and true demands.
+
+* ``capture-order``: restore in captured order, default (middle) allocation level.
+* ``random``: a uniformly random valid action.
+* ``critical-path``: the ready component with the longest remaining expected path first;
+  processes get the smallest level covering their captured CPU peak that still fits the
+  host's cores.
+* ``seed-adaptive``: the specification's rule-based Adaptive Learning Module. Critical-path
+  order and peak-based allocation, adjusted across episodes from validation results: roles
+  whose restores failed are deferred (configuration priority), roles whose processes were
+  starved (utilisation > 1) get a higher allocation level, roles far below (utilisation <
+  0.5) a lower one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from envs import layout
+from envs.sim import core
+from envs.sim.params import EpisodeParams, SimConfig
+from persona.errors import PolicyError
+from persona.model import ROLES
+
+ROLE_COLS = np.array([layout.COL[f"role_{r}"] for r in ROLES])
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    """What a policy may know about the environment besides observations."""
+
+    config: SimConfig
+    n_max: int
+
+
+class Policy(Protocol):
+    name: str
+
+    def begin_episode(self, ctx: PolicyContext, seed: int) -> None: ...
+
+    def act(self, obs: dict[str, np.ndarray], mask: np.ndarray) -> int: ...
+
+    def end_episode(self, info: dict[str, Any]) -> None: ...
+
+
+def _ready(mask: np.ndarray, ctx: PolicyContext) -> np.ndarray:
+    L = ctx.config.n_levels
+    return np.flatnonzero(mask[:-1].reshape(ctx.n_max, L).any(axis=1))
+
+
+def peak_level(obs: dict[str, np.ndarray], i: int, ctx: PolicyContext, boost: int = 0) -> int:
+    """Smallest level whose allocation covers the captured peak (+boost), within free cores."""
+    nodes, g = obs["nodes"], obs["globals"]
+    L = ctx.config.n_levels
+    if nodes[i, layout.COL["kind_process"]] < 0.5:
+        return L // 2
+    levels = np.asarray(ctx.config.alloc_levels)
+    want = int(np.searchsorted(levels, 1.0 - 1e-9))  # first multiple >= 1.0 x peak
+    want = int(np.clip(want + boost, 0, L - 1))
+    free = 1.0 - float(g[layout.GCOL["alloc_frac"]])  # share of host cores not yet allocated
+    peak = float(nodes[i, layout.COL["peak_frac"]])
+    while want > 0 and peak * levels[want] > free + 1e-9:
+        want -= 1
+    return want
+
+
+class CaptureOrder:
+    name = "capture-order"
+
+    def begin_episode(self, ctx: PolicyContext, seed: int) -> None:
+        self.ctx = ctx
+
+    def act(self, obs: dict[str, np.ndarray], mask: np.ndarray) -> int:
+        ready = _ready(mask, self.ctx)
+        if ready.size == 0:
+            return len(mask) - 1
+        L = self.ctx.config.n_levels
+        return int(ready[0] * L + L // 2)
+
+    def end_episode(self, info: dict[str, Any]) -> None:
+        pass
+
+
+class RandomPolicy:
+    name = "random"
+
+    def begin_episode(self, ctx: PolicyContext, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs: dict[str, np.ndarray], mask: np.ndarray) -> int:
+        return int(self.rng.choice(np.flatnonzero(mask)))
+
+    def end_episode(self, info: dict[str, Any]) -> None:
+        pass
+
+
+class CriticalPath:
+    name = "critical-path"
+
+    def begin_episode(self, ctx: PolicyContext, seed: int) -> None:
+        self.ctx = ctx
+
+    def priority(self, obs: dict[str, np.ndarray], ready: np.ndarray) -> np.ndarray:
+        return obs["nodes"][ready, layout.COL["critical_path_s"]]
+
+    def level(self, obs: dict[str, np.ndarray], i: int) -> int:
+        return peak_level(obs, i, self.ctx)
+
+    def act(self, obs: dict[str, np.ndarray], mask: np.ndarray) -> int:
+        ready = _ready(mask, self.ctx)
+        if ready.size == 0:
+            return len(mask) - 1
+        i = int(ready[int(np.argmax(self.priority(obs, ready)))])  # ties: captured order
+        return i * self.ctx.config.n_levels + self.level(obs, i)
+
+    def end_episode(self, info: dict[str, Any]) -> None:
+        pass
+
+
+@dataclass
+class SeedAdaptive(CriticalPath):
+    """The specification's ``optimizePersonaApplication`` as a rule-based policy."""
+
+    name: str = "seed-adaptive"
+    error_threshold: float = 0.0  # errorRate above this adjusts configuration priority
+    defer_step: float = 0.25  # how far a failing role is pushed back (critical-path units)
+    starved: float = 1.0  # utilisation above this: raise that role's allocation
+    idle: float = 0.5  # utilisation below this: lower it
+    defer: dict[str, float] = field(default_factory=dict)
+    boost: dict[str, int] = field(default_factory=dict)
+    _roles: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def priority(self, obs: dict[str, np.ndarray], ready: np.ndarray) -> np.ndarray:
+        base = super().priority(obs, ready)
+        roles = obs["nodes"][ready][:, ROLE_COLS].argmax(axis=1)
+        return base - np.array([self.defer.get(ROLES[r], 0.0) for r in roles])
+
+    def level(self, obs: dict[str, np.ndarray], i: int) -> int:
+        role = ROLES[int(obs["nodes"][i, ROLE_COLS].argmax())]
+        return peak_level(obs, i, self.ctx, boost=self.boost.get(role, 0))
+
+    def end_episode(self, info: dict[str, Any]) -> None:
+        comps = info.get("components", [])
+        if not comps:
+            return
+        error_rate = sum(c["failed_attempts"] for c in comps) / len(comps)
+        if error_rate > self.error_threshold:
+            for c in comps:
+                if c["failed_attempts"] > 0:
+                    self.defer[c["role"]] = self.defer.get(c["role"], 0.0) + self.defer_step
+        for c in comps:
+            u = c.get("utilisation")
+            if u is None:
+                continue
+            b = self.boost.get(c["role"], 0)
+            if u > self.starved:
+                self.boost[c["role"]] = min(b + 1, 2)
+            elif u < self.idle:
+                self.boost[c["role"]] = max(b - 1, -2)
+
+
+# ---------------------------------------------------------------------------------------
+# oracle (hindsight bound)
+
+
+def hindsight_levels(p: EpisodeParams) -> np.ndarray:
+    """Per component: the smallest level covering the true demand (processes), max otherwise."""
+    L = p.config.n_levels
+    levels = np.full(p.n, L - 1, dtype=np.int64)
+    mult = np.asarray(p.config.alloc_levels)
+    for i in np.flatnonzero(p.is_process):
+        ok = np.flatnonzero(p.peak[i] * mult >= p.demand[i])
+        levels[i] = int(ok[0]) if ok.size else L - 1
+    return levels
+
+
+def oracle_ttr(p: EpisodeParams, n_max: int, max_nodes: int = 200_000) -> float:
+    """Best TTR over all restore orders and waiting decisions, with hindsight allocations.
+
+    Depth-first search over the simulator's decision points with branch-and-bound on
+    elapsed time. Only for small scenarios (the issue's bound: <= 7 components).
+    """
+    if p.n > 7:
+        raise PolicyError(f"the oracle searches exhaustively and needs <= 7 components, got {p.n}")
+    levels = hindsight_levels(p)
+    L = p.config.n_levels
+    wait = n_max * L
+    best = [p.config.max_time_s]
+    nodes = [0]
+
+    def dfs(s: core.SimState, last_started: int) -> None:
+        nodes[0] += 1
+        if nodes[0] > max_nodes:
+            return
+        if s.terminal:
+            best[0] = min(best[0], s.ttr if s.validated else p.config.max_time_s)
+            return
+        if s.t >= best[0]:
+            return
+        ready = np.flatnonzero(core.startable(p, s))
+        # canonical order: at one instant, start components in increasing index only
+        for i in ready:
+            if i > last_started:
+                nxt = core.start(p, s, int(i), int(levels[i]))
+                dfs(core.settle(p, nxt), int(i))
+        if core.can_wait(p, s):
+            nxt, _ = core.transition(p, s, wait, n_max)
+            dfs(nxt, -1)
+
+    dfs(core.settle(p, core.initial(p)), -1)
+    return best[0]
+
+
+POLICIES = {
+    "capture-order": CaptureOrder,
+    "random": RandomPolicy,
+    "critical-path": CriticalPath,
+    "seed-adaptive": SeedAdaptive,
+}
+BOUNDS = ("oracle",)
+
+
+def make_policy(name: str) -> Policy:
+    """A baseline by name (learned policies are loaded by :mod:`agents.evaluate`)."""
+    try:
+        return POLICIES[name]()  # type: ignore[abstract]
+    except KeyError:
+        known = ", ".join([*POLICIES, *BOUNDS])
+        raise PolicyError(f"unknown policy {name!r}; use one of {known} or a .onnx file") from None

@@ -1,0 +1,144 @@
+"""Evaluate policies on scenarios with common random numbers.
+
+Episode ``k`` of an evaluation with seed ``S`` resets the env with seed ``S + k``: the
+scenario instance and every random draw of the episode (durations, failures, demands) are
+the same for every policy, so differences between policies are differences of decisions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.baselines import BOUNDS, PolicyContext, make_policy, oracle_ttr
+from envs.restore_env import DEFAULT_MAX_COMPONENTS, RestoreEnv
+from persona.errors import PolicyError
+from persona.model import atomic_write_text
+from persona.stats import mean_ci
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    seed: int
+    ttr: float
+    validated: bool
+    scenario: str
+    family: str
+    n: int
+    failures: int
+    steps: int
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    policy: str
+    scenarios: str
+    episodes: int
+    seed: int
+    per_episode: tuple[EpisodeResult, ...]
+
+    @property
+    def ttrs(self) -> np.ndarray:
+        return np.array([e.ttr for e in self.per_episode])
+
+    @property
+    def success_rate(self) -> float:
+        return float(np.mean([e.validated for e in self.per_episode]))
+
+    def to_dict(self) -> dict[str, Any]:
+        m, lo, hi = mean_ci(self.ttrs)
+        return {
+            "policy": self.policy,
+            "scenarios": self.scenarios,
+            "episodes": self.episodes,
+            "seed": self.seed,
+            "ttr_mean": m,
+            "ttr_ci95": [lo, hi],
+            "success_rate": self.success_rate,
+            "per_episode": [asdict(e) for e in self.per_episode],
+        }
+
+
+def run_episode(env: RestoreEnv, policy: Any, seed: int) -> EpisodeResult:
+    obs, info0 = env.reset(seed=seed)
+    policy.begin_episode(PolicyContext(env.config, env.n_max), seed)
+    steps = 0
+    while True:
+        action = policy.act(obs, env.action_masks())
+        obs, _, term, trunc, info = env.step(action)
+        steps += 1
+        if term or trunc:
+            break
+    policy.end_episode(info)
+    return EpisodeResult(
+        seed=seed,
+        ttr=float(info["ttr"]),
+        validated=bool(info["validated"]),
+        scenario=info0["scenario"],
+        family=info0["family"],
+        n=int(info0["n"]),
+        failures=int(info["n_failures"]),
+        steps=steps,
+    )
+
+
+def _oracle_episode(env: RestoreEnv, seed: int) -> EpisodeResult:
+    _, info0 = env.reset(seed=seed)
+    assert env.params is not None
+    ttr = oracle_ttr(env.params, env.n_max)
+    return EpisodeResult(
+        seed=seed,
+        ttr=ttr,
+        validated=ttr < env.config.max_time_s,
+        scenario=info0["scenario"],
+        family=info0["family"],
+        n=int(info0["n"]),
+        failures=0,
+        steps=0,
+    )
+
+
+def evaluate(
+    policy: str,
+    scenarios: str,
+    episodes: int,
+    seed: int,
+    max_components: int = DEFAULT_MAX_COMPONENTS,
+) -> EvalResult:
+    """Evaluate one policy (a baseline name or ``oracle``) on ``episodes`` seeded episodes."""
+    if episodes < 1:
+        raise PolicyError(f"episodes must be >= 1, got {episodes}")
+    env = RestoreEnv(scenario=scenarios, max_components=max_components)
+    results = []
+    if policy in BOUNDS:
+        results = [_oracle_episode(env, seed + k) for k in range(episodes)]
+    else:
+        pol = make_policy(policy)
+        results = [run_episode(env, pol, seed + k) for k in range(episodes)]
+    return EvalResult(policy, scenarios, episodes, seed, tuple(results))
+
+
+def write_json(results: list[EvalResult], path: str | Path) -> None:
+    """One result: the JSON object; several: a list of them (same shape each)."""
+    obj: Any = results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results]
+    atomic_write_text(Path(path), json.dumps(obj, indent=2) + "\n")
+
+
+def format_table(results: list[EvalResult]) -> str:
+    """A markdown table: policy, mean TTR with 95 % CI, success rate, failed attempts."""
+    rows = [
+        "| policy | scenarios | episodes | TTR mean (s) | 95 % CI | success | failed attempts/ep |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        m, lo, hi = mean_ci(r.ttrs)
+        fails = np.mean([e.failures for e in r.per_episode])
+        rows.append(
+            f"| {r.policy} | {r.scenarios} | {r.episodes} | {m:.1f} | [{lo:.1f}, {hi:.1f}] "
+            f"| {r.success_rate:.0%} | {fails:.2f} |"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,143 @@
+"""Observation layout of ``persona/Restore-v0``: one named column per feature.
+
+Shared by the env (which fills it), the heuristics (which read columns by name) and the
+policy export sidecar (which records it), so the meaning of every number is defined once.
+All features are finite and >= 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.sim.core import DONE, PENDING, RUNNING, SimState, startable
+from envs.sim.params import EpisodeParams
+from persona.model import KINDS, ROLES
+
+OBS_HIGH = 1000.0
+
+STATIC_NODE = (
+    *(f"kind_{k.value}" for k in KINDS),
+    *(f"role_{r}" for r in ROLES),
+    "log_size",  # log1p(size MB) / 10
+    "nominal_s",  # expected uncontended duration at the middle level / 60 s
+    "critical_path_s",  # nominal duration of the longest path from here to a sink / 120 s
+    "usage_frac",  # captured mean CPU / host cores
+    "peak_frac",  # captured peak CPU / host cores
+    "peak_ratio",  # captured peak / mean (processes), / 4
+    "n_parents",  # hard parents / 8
+    "n_children",  # hard children / 8
+)
+DYNAMIC_NODE = (
+    "pending",
+    "running",
+    "done",
+    "backoff",  # pending but waiting for a retry back-off
+    "ready",  # may start now
+    "remaining",  # fraction of the running attempt left
+    "level",  # (allocation level + 1) / levels; 0 when never started
+    "attempts",  # failed attempts / max_attempts
+    "alloc_frac",  # allocated cores / host cores
+)
+NODE_FEATURES = STATIC_NODE + DYNAMIC_NODE
+GLOBAL_FEATURES = (
+    "time_frac",  # t / max_time
+    "running_frac",  # running / slots
+    "free_slots_frac",
+    "alloc_frac",  # sum of allocations / host cores
+    "peak_load_frac",  # captured aggregate peak / host cores
+    "done_frac",
+    "pending_frac",
+    "failures",  # failed attempts so far / n
+    "n_frac",  # n / n_max
+    "slots",  # slots / 8
+    "cpu_cores",  # host cores / 32
+    "io_mb_s",  # host I/O MB/s / 1000
+)
+COL = {name: i for i, name in enumerate(NODE_FEATURES)}
+GCOL = {name: i for i, name in enumerate(GLOBAL_FEATURES)}
+N_STATIC = len(STATIC_NODE)
+
+
+def critical_path(p: EpisodeParams) -> np.ndarray:
+    """Nominal duration of the longest hard-dependency path from each node to a sink."""
+    order = p.scenario.manifest.topological_order()
+    idx = p.scenario.manifest.index()
+    cp = p.nominal_s.copy()
+    for name in reversed(order):
+        i = idx[name]
+        children = np.flatnonzero(p.parents[:, i])
+        if children.size:
+            cp[i] = p.nominal_s[i] + cp[children].max()
+    return cp
+
+
+@dataclass(frozen=True)
+class StaticObs:
+    """The parts of an observation that do not change within an episode."""
+
+    nodes: np.ndarray  # float32 [n_max, F], static columns filled
+    adjacency: np.ndarray  # float32 [n_max, n_max]
+    node_mask: np.ndarray  # float32 [n_max]
+
+
+def static_obs(p: EpisodeParams, n_max: int) -> StaticObs:
+    n = p.n
+    c = p.host.cpu_cores
+    nodes = np.zeros((n_max, len(NODE_FEATURES)), dtype=np.float32)
+    nodes[np.arange(n), p.kind] = 1.0
+    nodes[np.arange(n), len(KINDS) + p.role] = 1.0
+    nodes[:n, COL["log_size"]] = np.log1p(p.size_mb) / 10.0
+    nodes[:n, COL["nominal_s"]] = p.nominal_s / 60.0
+    nodes[:n, COL["critical_path_s"]] = critical_path(p) / 120.0
+    nodes[:n, COL["usage_frac"]] = p.usage / c
+    nodes[:n, COL["peak_frac"]] = p.peak / c
+    nodes[:n, COL["peak_ratio"]] = np.where(p.is_process, p.peak / np.maximum(p.usage, 1e-6), 0.0) / 4.0
+    nodes[:n, COL["n_parents"]] = p.parents.sum(axis=1) / 8.0
+    nodes[:n, COL["n_children"]] = p.parents.sum(axis=0) / 8.0
+    np.minimum(nodes, OBS_HIGH, out=nodes)
+    adj = np.zeros((n_max, n_max), dtype=np.float32)
+    adj[:n, :n] = p.parents
+    mask = np.zeros(n_max, dtype=np.float32)
+    mask[:n] = 1.0
+    return StaticObs(nodes, adj, mask)
+
+
+def observe(p: EpisodeParams, s: SimState, st: StaticObs) -> dict[str, np.ndarray]:
+    """The observation dict for state ``s`` (pure; copies the static part)."""
+    n = p.n
+    cfg = p.config
+    nodes = st.nodes.copy()
+    pending = s.status == PENDING
+    nodes[:n, COL["pending"]] = pending
+    nodes[:n, COL["running"]] = s.status == RUNNING
+    nodes[:n, COL["done"]] = s.status == DONE
+    nodes[:n, COL["backoff"]] = pending & (s.ready_at > s.t)
+    nodes[:n, COL["ready"]] = startable(p, s)
+    nodes[:n, COL["remaining"]] = np.where(s.status == RUNNING, s.remaining, 0.0)
+    nodes[:n, COL["level"]] = (s.level + 1) / cfg.n_levels
+    nodes[:n, COL["attempts"]] = s.attempts / cfg.max_attempts
+    nodes[:n, COL["alloc_frac"]] = s.alloc / p.host.cpu_cores
+    c = p.host.cpu_cores
+    n_run = float(np.count_nonzero(s.status == RUNNING))
+    done = float(np.count_nonzero(s.status == DONE))
+    g = np.array(
+        [
+            s.t / cfg.max_time_s,
+            n_run / p.host.slots,
+            (p.host.slots - n_run) / p.host.slots,
+            float(s.alloc.sum()) / c,
+            p.peak_load / c,
+            done / n,
+            float(np.count_nonzero(pending)) / n,
+            s.n_failures / n,
+            n / st.node_mask.shape[0],
+            p.host.slots / 8.0,
+            c / 32.0,
+            p.host.io_mb_s / 1000.0,
+        ],
+        dtype=np.float32,
+    )
+    np.minimum(g, OBS_HIGH, out=g)
+    return {"nodes": nodes, "adjacency": st.adjacency.copy(), "node_mask": st.node_mask.copy(), "globals": g}

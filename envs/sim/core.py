@@ -1,0 +1,365 @@
+"""The restore simulator's dynamics: pure functions over frozen params and state.
+
+This is the one copy of the dynamics. The Gymnasium env, the baselines' look-ahead, the
+oracle and the benchmark all call these functions; none keeps dynamics of its own.
+
+Model (a fluid discrete-event simulation):
+
+* Up to ``host.slots`` restores run at once. A restore of component *i* at level *l*
+  needs CPU work and I/O work (see :class:`~envs.sim.params.KindModel`), scaled per
+  attempt by a log-normal noise factor drawn up front.
+* CPU: a running restore asks for ``c_i`` cores - the process's allocation
+  (``alloc_levels[l] * captured peak``) or ``restore_cores[l]`` for other kinds. Restored
+  processes keep using ``background_factor * min(alloc, true demand)`` cores. When the asks
+  exceed what is left of ``host.cpu_cores``, all running restores are slowed by the same
+  factor. A serial share of the work cannot use more than one core.
+* I/O: ``host.io_mb_s`` is shared equally by running restores that move data.
+* A restore's progress rate is ``1 / max(cpu time, io time)`` at the current rates; rates
+  change only at events (a start, a completion, a back-off expiring), so progress is exact.
+* Hard dependencies are masked: a component starts only when all its parents are done.
+* Hidden soft dependencies: when *i* starts while some *j* with ``soft[i, j] > 0`` is not
+  done, the attempt fails at its end with ``p = 1 - prod(1 - soft[i, j])``; the component
+  goes back to pending with a back-off ``backoff_base_s * 2**(attempt-1)``. A share
+  ``latent_fraction`` of such faults does not fail the restore but leaves a latent fault
+  that functional validation catches.
+* When every component is done, validation runs (``validation_s`` per round, at most
+  ``max_validation_rounds``): functional (no latent faults), performance (each process's
+  effective allocation >= its true demand; allocations above ``cpu_cores`` in total are
+  scaled down), load (``min(cpu_cores, sum of allocations)`` >= captured peak load).
+  Failed checks are remediated (restart the component; raise the allocation one level)
+  at a time cost, then validation runs again.
+* TTR is the time at which validation passes; an episode that is not validated (checks
+  still failing after the last round, or time budget exceeded) has TTR = ``max_time_s``.
+  The reward is ``-reward_scale * elapsed`` per step, so the return is ``-reward_scale * TTR``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from envs.sim.params import EpisodeParams, nominal_duration
+
+PENDING, RUNNING, DONE = 0, 1, 2
+CHECKS = ("functional", "performance", "load")
+
+
+@dataclass(frozen=True)
+class SimState:
+    """Everything that changes during an episode. Arrays are never mutated in place."""
+
+    t: float
+    status: np.ndarray  # int8 [n]: PENDING / RUNNING / DONE
+    level: np.ndarray  # int8 [n]: allocation level of the current/last attempt, -1 if none
+    remaining: np.ndarray  # float [n]: fraction of the current attempt's work left
+    attempts: np.ndarray  # int16 [n]: finished failed attempts
+    ready_at: np.ndarray  # float [n]: earliest start (back-off)
+    will_fail: np.ndarray  # bool [n]: the running attempt will fail at its end
+    will_latent: np.ndarray  # bool [n]: the running attempt will leave a latent fault
+    latent: np.ndarray  # bool [n]: done with a latent fault
+    alloc: np.ndarray  # float [n]: CPU cores allocated to (running or done) processes
+    n_failures: int = 0
+    terminal: bool = False
+    truncated: bool = False
+    validated: bool = False
+    ttr: float = float("nan")
+    checks: tuple[tuple[str, bool, bool, int], ...] = ()  # (check, passed, first_round, fixes)
+    remediation_s: float = 0.0
+    first_alloc: np.ndarray | None = None  # allocations the first validation round measured
+
+    @property
+    def n_running(self) -> int:
+        return int(np.count_nonzero(self.status == RUNNING))
+
+
+def initial(p: EpisodeParams) -> SimState:
+    n = p.n
+    return SimState(
+        t=0.0,
+        status=np.zeros(n, dtype=np.int8),
+        level=np.full(n, -1, dtype=np.int8),
+        remaining=np.ones(n),
+        attempts=np.zeros(n, dtype=np.int16),
+        ready_at=np.zeros(n),
+        will_fail=np.zeros(n, dtype=bool),
+        will_latent=np.zeros(n, dtype=bool),
+        latent=np.zeros(n, dtype=bool),
+        alloc=np.zeros(n),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# what may happen now
+
+
+def startable(p: EpisodeParams, s: SimState) -> np.ndarray:
+    """Components that may start now: pending, back-off over, all hard parents done, a free slot."""
+    if s.terminal or s.n_running >= p.host.slots:
+        return np.zeros(p.n, dtype=bool)
+    not_done = s.status != DONE
+    blocked = (p.parents & not_done[None, :]).any(axis=1)
+    return (s.status == PENDING) & (s.ready_at <= s.t) & ~blocked
+
+
+def can_wait(p: EpisodeParams, s: SimState) -> bool:
+    """Waiting is meaningful only if something will happen: a restore ends or a back-off expires."""
+    if s.terminal:
+        return False
+    return bool((s.status == RUNNING).any() or ((s.status == PENDING) & (s.ready_at > s.t)).any())
+
+
+def action_mask(p: EpisodeParams, s: SimState, n_max: int) -> np.ndarray:
+    """Mask over ``n_max * levels + 1`` actions: (component, level) pairs then wait."""
+    L = p.config.n_levels
+    mask = np.zeros(n_max * L + 1, dtype=bool)
+    mask[: p.n * L] = np.repeat(startable(p, s), L)
+    mask[-1] = can_wait(p, s)
+    return mask
+
+
+def allocation(p: EpisodeParams, i: int, level: int) -> float:
+    """CPU cores allocated to process ``i`` at ``level`` (0 for other kinds)."""
+    if not p.is_process[i]:
+        return 0.0
+    return float(p.peak[i] * p.config.alloc_levels[level])
+
+
+# ---------------------------------------------------------------------------------------
+# time
+
+
+def _rates(p: EpisodeParams, s: SimState, run: np.ndarray) -> np.ndarray:
+    """Current full-attempt duration (s) of each running restore (index-aligned with ``run``)."""
+    cfg = p.config
+    lv = s.level[run]
+    ask = np.where(p.is_process[run], s.alloc[run], np.asarray(cfg.restore_cores)[lv])
+    ask = np.maximum(ask, 0.05)
+    done_proc = (s.status == DONE) & p.is_process
+    background = cfg.background_factor * float(np.minimum(s.alloc, p.demand)[done_proc].sum())
+    avail = max(p.host.cpu_cores - background, 0.1 * p.host.cpu_cores)
+    total_ask = float(ask.sum())
+    cores = ask * min(1.0, avail / total_ask)
+    att = np.minimum(s.attempts[run], cfg.max_attempts - 1)
+    noise = p.noise[run, att]
+    io = p.io_work[run]
+    n_io = max(int(np.count_nonzero(io > 0)), 1)
+    return nominal_duration(p.cpu_work[run] * noise, io * noise, p.serial[run], cores, p.host.io_mb_s / n_io)
+
+
+def advance(p: EpisodeParams, s: SimState, until: float | None = None) -> SimState:
+    """Advance to the next event (a restore ends or a back-off expires), or to ``until``."""
+    run = np.flatnonzero(s.status == RUNNING)
+    t_next = np.inf
+    full = np.empty(0)
+    if run.size:
+        full = _rates(p, s, run)
+        t_next = s.t + float((s.remaining[run] * full).min())
+    waiting = (s.status == PENDING) & (s.ready_at > s.t)
+    if waiting.any():
+        t_next = min(t_next, float(s.ready_at[waiting].min()))
+    if until is not None:
+        t_next = min(t_next, until)
+    if not np.isfinite(t_next):
+        return s
+    dt = t_next - s.t
+    remaining = s.remaining.copy()
+    status, attempts, ready_at = s.status, s.attempts, s.ready_at
+    latent, alloc, level, n_fail = s.latent, s.alloc, s.level, s.n_failures
+    if run.size:
+        remaining[run] = np.maximum(remaining[run] - dt / full, 0.0)
+        finished = run[remaining[run] <= 1e-9]
+        if finished.size:
+            status, attempts, ready_at = status.copy(), attempts.copy(), ready_at.copy()
+            latent, alloc, level = latent.copy(), alloc.copy(), level.copy()
+            for i in finished:
+                if s.will_fail[i]:
+                    status[i] = PENDING
+                    attempts[i] += 1
+                    ready_at[i] = t_next + p.config.backoff_base_s * 2.0 ** (attempts[i] - 1)
+                    remaining[i] = 1.0
+                    alloc[i] = 0.0
+                    level[i] = -1
+                    n_fail += 1
+                else:
+                    status[i] = DONE
+                    remaining[i] = 0.0
+                    latent[i] = bool(s.will_latent[i])
+    return replace(
+        s,
+        t=t_next,
+        remaining=remaining,
+        status=status,
+        attempts=attempts,
+        ready_at=ready_at,
+        latent=latent,
+        alloc=alloc,
+        level=level,
+        n_failures=n_fail,
+    )
+
+
+def start(p: EpisodeParams, s: SimState, i: int, level: int) -> SimState:
+    """Start restoring component ``i`` at ``level``; the caller checked it is startable."""
+    att = min(int(s.attempts[i]), p.config.max_attempts - 1)
+    missing = p.soft[i] * (s.status != DONE)
+    p_fault = 1.0 - float(np.prod(1.0 - missing))
+    fails = p.fail_u[i, att] < p_fault * (1.0 - p.config.latent_fraction)
+    latent = (not fails) and p.latent_u[i, att] < p_fault * p.config.latent_fraction
+    if int(s.attempts[i]) >= p.config.max_attempts:
+        fails = latent = False
+    status = s.status.copy()
+    status[i] = RUNNING
+    lv = s.level.copy()
+    lv[i] = level
+    alloc = s.alloc.copy()
+    alloc[i] = allocation(p, i, level)
+    wf = s.will_fail.copy()
+    wf[i] = fails
+    wl = s.will_latent.copy()
+    wl[i] = latent
+    rem = s.remaining.copy()
+    rem[i] = 1.0
+    return replace(s, status=status, level=lv, alloc=alloc, will_fail=wf, will_latent=wl, remaining=rem)
+
+
+# ---------------------------------------------------------------------------------------
+# validation
+
+
+def effective_alloc(p: EpisodeParams, alloc: np.ndarray) -> np.ndarray:
+    total = float(alloc.sum())
+    return alloc * min(1.0, p.host.cpu_cores / total) if total > 0 else alloc
+
+
+def check_results(p: EpisodeParams, latent: np.ndarray, alloc: np.ndarray) -> dict[str, np.ndarray | bool]:
+    """Pure validation checks on a fully restored host."""
+    eff = effective_alloc(p, alloc)
+    perf_fail = p.is_process & (eff + 1e-9 < p.demand)
+    load_ok = min(p.host.cpu_cores, float(alloc.sum())) + 1e-9 >= p.peak_load
+    return {"functional": latent.copy(), "performance": perf_fail, "load": load_ok}
+
+
+def validate(p: EpisodeParams, s: SimState) -> SimState:
+    """Run the validation phase with remediation; returns a terminal state."""
+    cfg = p.config
+    L = cfg.n_levels
+    t = s.t
+    latent = s.latent.copy()
+    alloc = s.alloc.copy()
+    level = s.level.copy()
+    fixes = {c: 0 for c in CHECKS}
+    first: dict[str, bool] = {}
+    remediation = 0.0
+    ok = False
+    res: dict[str, Any] = {}
+    for rnd in range(cfg.max_validation_rounds):
+        t += cfg.validation_s
+        res = check_results(p, latent, alloc)
+        passed = {
+            "functional": not bool(res["functional"].any()),
+            "performance": not bool(res["performance"].any()),
+            "load": bool(res["load"]),
+        }
+        if rnd == 0:
+            first = dict(passed)
+        if all(passed.values()):
+            ok = True
+            break
+        if rnd == cfg.max_validation_rounds - 1:
+            break
+        restart: set[int] = set()
+        for i in np.flatnonzero(res["functional"]):
+            latent[i] = False
+            restart.add(int(i))
+            fixes["functional"] += 1
+        for i in np.flatnonzero(res["performance"]):
+            if level[i] < L - 1:
+                level[i] += 1
+                alloc[i] = allocation(p, int(i), int(level[i]))
+                restart.add(int(i))
+                fixes["performance"] += 1
+        if not passed["load"]:
+            procs = np.flatnonzero(p.is_process & (level < L - 1))
+            if procs.size:
+                i = int(procs[np.argmin(level[procs])])
+                level[i] += 1
+                alloc[i] = allocation(p, i, int(level[i]))
+                restart.add(i)
+                fixes["load"] += 1
+        cost = sum(cfg.restart_base_s + 0.5 * float(p.nominal_s[i]) for i in restart)
+        remediation += cost
+        t += cost
+    final = {
+        "functional": not bool(res["functional"].any()),
+        "performance": not bool(res["performance"].any()),
+        "load": bool(res["load"]),
+    }
+    if t > cfg.max_time_s:
+        ok = False
+    checks = tuple((c, final[c], first[c], fixes[c]) for c in CHECKS)
+    return replace(
+        s,
+        t=min(t, cfg.max_time_s),
+        latent=latent,
+        alloc=alloc,
+        level=level,
+        terminal=True,
+        validated=ok,
+        ttr=min(t, cfg.max_time_s) if ok else cfg.max_time_s,
+        checks=checks,
+        remediation_s=remediation,
+        first_alloc=s.alloc,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# one environment step
+
+
+def decode(p: EpisodeParams, action: int, n_max: int) -> tuple[int, int] | None:
+    """(component, level) for a start action, ``None`` for wait."""
+    L = p.config.n_levels
+    if action == n_max * L:
+        return None
+    return action // L, action % L
+
+
+def settle(p: EpisodeParams, s: SimState) -> SimState:
+    """Run time forward until a real decision exists (or the episode ends).
+
+    A real decision is a start action; when none is possible the restorer can only wait,
+    so the simulator waits by itself. Validation runs once everything is done.
+    """
+    while not s.terminal:
+        if (s.status == DONE).all():
+            return validate(p, s)
+        if s.t >= p.config.max_time_s:
+            return replace(s, terminal=True, truncated=True, validated=False, ttr=p.config.max_time_s)
+        if startable(p, s).any():
+            return s
+        s = advance(p, s, until=p.config.max_time_s)
+    return s
+
+
+def transition(p: EpisodeParams, s: SimState, action: int, n_max: int) -> tuple[SimState, bool]:
+    """Apply ``action`` then settle. Returns the new state and whether the action was valid.
+
+    An invalid action (masked out) never crashes: the restorer idles ``invalid_action_s``.
+    """
+    valid = 0 <= action <= n_max * p.config.n_levels and bool(action_mask(p, s, n_max)[action])
+    if not valid:
+        target = min(s.t + p.config.invalid_action_s, p.config.max_time_s)
+        while s.t < target:  # advance stops at each event; idle until the time is used up
+            s = advance(p, s, until=target)
+    else:
+        d = decode(p, action, n_max)
+        s = advance(p, s) if d is None else start(p, s, d[0], d[1])
+    return settle(p, s), valid
+
+
+def reward(p: EpisodeParams, before: SimState, after: SimState) -> float:
+    """``-reward_scale`` per simulated second; a failed episode is charged up to ``max_time_s``."""
+    t_after = after.ttr if after.terminal else after.t
+    return -p.config.reward_scale * (t_after - before.t)

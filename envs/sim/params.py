@@ -1,0 +1,259 @@
+"""Frozen inputs of the restore simulator.
+
+* :class:`HostSpec` - the replacement host: restore slots, CPU cores, I/O bandwidth.
+* :class:`SimConfig` - allocation levels, time budget, validation and retry costs.
+* :class:`Scenario` - a persona manifest plus the *hidden truth* a real host has but a
+  capture does not show: soft dependencies between processes and how far each process's
+  true CPU demand sits above its captured peak.
+* :class:`EpisodeParams` - everything one episode needs as flat arrays: the scenario
+  compiled, plus all randomness of the episode drawn up front (duration noise, failure
+  draws, true demands). Drawing up front gives common random numbers across policies and
+  lets the oracle know the future in hindsight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from persona.errors import ScenarioError
+from persona.model import KINDS, ROLES, ComponentKind, PersonaManifest
+
+MB = 1024 * 1024
+
+KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
+ROLE_INDEX = {r: i for i, r in enumerate(ROLES)}
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """The replacement host's restore capacity."""
+
+    slots: int = 3  # restores that may run at once
+    cpu_cores: float = 8.0  # shared by restores in flight and restored processes
+    io_mb_s: float = 400.0  # shared equally by restores that move data
+
+    def __post_init__(self) -> None:
+        if self.slots < 1:
+            raise ScenarioError(f"host.slots must be >= 1, got {self.slots}")
+        if not self.cpu_cores > 0:
+            raise ScenarioError(f"host.cpu_cores must be > 0, got {self.cpu_cores}")
+        if not self.io_mb_s > 0:
+            raise ScenarioError(f"host.io_mb_s must be > 0, got {self.io_mb_s}")
+
+
+@dataclass(frozen=True)
+class KindModel:
+    """How long restoring a component of one kind takes, before contention.
+
+    CPU work (core-seconds) = ``cpu_base_s + size_MB / cpu_mb_per_core_s``; a fraction
+    ``serial`` of it cannot use more than one core. I/O work = ``size_MB * io_factor``
+    (MB moved). The realised work of an attempt is multiplied by a log-normal factor with
+    ``sigma``.
+    """
+
+    cpu_base_s: float
+    cpu_mb_per_core_s: float
+    io_factor: float
+    serial: float
+    sigma: float
+
+
+# Calibrated to orders of magnitude seen in the live lab (see docs): a CRIU restore of a
+# small process is ~0.5-1 s, page copy dominates for large images; a filesystem diff is
+# I/O bound; configs and module loads are quick; re-establishing network state is short
+# but highly variable.
+DEFAULT_KIND_MODELS: dict[ComponentKind, KindModel] = {
+    ComponentKind.FILESYSTEM: KindModel(0.3, 250.0, 1.0, 0.5, 0.20),
+    ComponentKind.KERNEL_MODULE: KindModel(0.4, 50.0, 1.0, 1.0, 0.20),
+    ComponentKind.CONFIG: KindModel(0.3, 50.0, 1.0, 1.0, 0.10),
+    ComponentKind.PROCESS: KindModel(1.0, 120.0, 1.0, 0.3, 0.30),
+    ComponentKind.NETWORK: KindModel(1.5, 50.0, 0.0, 0.8, 0.40),
+}
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Knobs of the simulator that are not part of a scenario."""
+
+    # Per-process CPU allocation levels, as multiples of the captured CPU peak.
+    alloc_levels: tuple[float, ...] = (0.8, 1.2, 1.8)
+    # CPU cores given to the restore work of non-process components, per level.
+    restore_cores: tuple[float, ...] = (0.5, 1.0, 2.0)
+    max_time_s: float = 600.0  # budget; an episode not validated by then has TTR = max_time_s
+    validation_s: float = 6.0  # one run of the validation suite
+    max_validation_rounds: int = 3
+    restart_base_s: float = 3.0  # remediation: restart one process/component
+    backoff_base_s: float = 2.0  # retry back-off after a failed restore: base * 2**(attempt-1)
+    max_attempts: int = 6  # draws per component; attempts beyond this never fail
+    latent_fraction: float = 0.35  # share of soft-dependency faults that stay latent
+    background_factor: float = 0.6  # restored processes use this share of their demand
+    invalid_action_s: float = 1.0  # an invalid action idles the restorer this long
+    reward_scale: float = 0.01  # reward per simulated second
+    kind_models: dict[ComponentKind, KindModel] = field(
+        default_factory=lambda: dict(DEFAULT_KIND_MODELS)
+    )
+
+    def __post_init__(self) -> None:
+        if len(self.alloc_levels) < 3 or len(self.restore_cores) != len(self.alloc_levels):
+            raise ScenarioError(
+                "alloc_levels needs >= 3 levels and restore_cores one entry per level"
+            )
+        if list(self.alloc_levels) != sorted(self.alloc_levels):
+            raise ScenarioError("alloc_levels must be increasing")
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.alloc_levels)
+
+
+@dataclass(frozen=True)
+class SoftDependency:
+    """Hidden: restoring ``process`` before ``needs`` is up fails with probability ``p_fail``."""
+
+    process: str
+    needs: str
+    p_fail: float
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A persona to restore, the host to restore it on, and the hidden truth."""
+
+    name: str
+    manifest: PersonaManifest
+    host: HostSpec
+    soft_dependencies: tuple[SoftDependency, ...] = ()
+    # Hidden: log(true demand / captured peak) ~ Normal(mu, sigma), per process name.
+    demand_mu: dict[str, float] = field(default_factory=dict)
+    demand_sigma: dict[str, float] = field(default_factory=dict)
+    family: str = "custom"
+
+    def __post_init__(self) -> None:
+        names = set(self.manifest.names)
+        for s in self.soft_dependencies:
+            for n in (s.process, s.needs):
+                if n not in names:
+                    raise ScenarioError(
+                        f"scenario {self.name!r}: soft dependency names unknown component {n!r}"
+                    )
+            if not 0.0 <= s.p_fail <= 1.0:
+                raise ScenarioError(
+                    f"scenario {self.name!r}: p_fail of {s.process}->{s.needs} must be in [0, 1]"
+                )
+        if not self.manifest.components:
+            raise ScenarioError(f"scenario {self.name!r} has no components")
+
+    @property
+    def n(self) -> int:
+        return len(self.manifest.components)
+
+
+@dataclass(frozen=True)
+class EpisodeParams:
+    """One episode, compiled to flat arrays (index = captured component order)."""
+
+    scenario: Scenario
+    config: SimConfig
+    n: int
+    kind: np.ndarray  # int   [n]
+    role: np.ndarray  # int   [n]
+    is_process: np.ndarray  # bool [n]
+    size_mb: np.ndarray  # float [n]
+    parents: np.ndarray  # bool [n, n]: parents[i, j] -> i hard-depends on j
+    cpu_work: np.ndarray  # float [n]  nominal core-seconds
+    io_work: np.ndarray  # float [n]  nominal MB moved
+    serial: np.ndarray  # float [n]
+    usage: np.ndarray  # float [n]  captured mean CPU (processes; 0 otherwise)
+    peak: np.ndarray  # float [n]  captured peak CPU (processes; 0 otherwise)
+    peak_load: float  # captured aggregate peak of the host (cores)
+    nominal_s: np.ndarray  # float [n] expected uncontended duration at the middle level
+    # hidden / drawn up front
+    soft: np.ndarray  # float [n, n]: soft[i, j] = P(fail) if i starts before j is done
+    demand: np.ndarray  # float [n]  true CPU demand (processes)
+    noise: np.ndarray  # float [n, R] work multiplier per attempt
+    fail_u: np.ndarray  # float [n, R]
+    latent_u: np.ndarray  # float [n, R]
+
+    @property
+    def host(self) -> HostSpec:
+        return self.scenario.host
+
+
+def nominal_duration(
+    cpu_work: np.ndarray, io_work: np.ndarray, serial: np.ndarray, cores: np.ndarray, io_mb_s: float
+) -> np.ndarray:
+    """Uncontended duration of restores given their CPU cores (pure; shared with the core)."""
+    cpu_t = cpu_work * (serial / np.minimum(cores, 1.0) + (1.0 - serial) / cores)
+    return np.maximum(cpu_t, io_work / io_mb_s)
+
+
+def compile_episode(scenario: Scenario, config: SimConfig, rng: np.random.Generator) -> EpisodeParams:
+    """Draw one episode's randomness and flatten the scenario (pure given ``rng``)."""
+    comps = scenario.manifest.components
+    n = len(comps)
+    idx = scenario.manifest.index()
+    kind = np.array([KIND_INDEX[c.kind] for c in comps], dtype=np.int64)
+    role = np.array([ROLE_INDEX[c.role] for c in comps], dtype=np.int64)
+    is_proc = np.array([c.is_process for c in comps], dtype=bool)
+    size_mb = np.array([c.size_bytes / MB for c in comps], dtype=np.float64)
+    parents = np.zeros((n, n), dtype=bool)
+    for i, c in enumerate(comps):
+        for d in c.depends_on:
+            parents[i, idx[d]] = True
+    km = [config.kind_models[c.kind] for c in comps]
+    cpu_work = np.array([m.cpu_base_s for m in km]) + size_mb / np.array([m.cpu_mb_per_core_s for m in km])
+    io_work = size_mb * np.array([m.io_factor for m in km])
+    serial = np.array([m.serial for m in km])
+    sigma = np.array([m.sigma for m in km])
+    usage = np.zeros(n)
+    peak = np.zeros(n)
+    for i, c in enumerate(comps):
+        if c.is_process:
+            r = c.resources
+            if r is None:
+                raise ScenarioError(
+                    f"scenario {scenario.name!r}: process {c.name!r} has no captured resources; "
+                    "the simulator needs cpu_usage_cores and cpu_peak_cores"
+                )
+            usage[i] = max(r.cpu_usage_cores, 0.01)
+            peak[i] = max(r.cpu_peak_cores, usage[i])
+    mid = config.n_levels // 2
+    cores = np.where(is_proc, peak * config.alloc_levels[mid], config.restore_cores[mid])
+    nominal = nominal_duration(cpu_work, io_work, serial, np.maximum(cores, 0.05), scenario.host.io_mb_s)
+
+    soft = np.zeros((n, n))
+    for s in scenario.soft_dependencies:
+        soft[idx[s.process], idx[s.needs]] = s.p_fail
+    R = config.max_attempts
+    # Draw order is fixed so that the same rng state gives the same episode.
+    noise = np.exp(rng.normal(0.0, 1.0, size=(n, R)) * sigma[:, None] - 0.5 * sigma[:, None] ** 2)
+    fail_u = rng.random((n, R))
+    latent_u = rng.random((n, R))
+    z = rng.normal(0.0, 1.0, size=n)
+    mu = np.array([scenario.demand_mu.get(c.name, 0.0) for c in comps])
+    sd = np.array([scenario.demand_sigma.get(c.name, 0.1) for c in comps])
+    demand = np.where(is_proc, peak * np.exp(mu + sd * z), 0.0)
+    return EpisodeParams(
+        scenario=scenario,
+        config=config,
+        n=n,
+        kind=kind,
+        role=role,
+        is_process=is_proc,
+        size_mb=size_mb,
+        parents=parents,
+        cpu_work=cpu_work,
+        io_work=io_work,
+        serial=serial,
+        usage=usage,
+        peak=peak,
+        peak_load=float(scenario.manifest.load.peak_cpu_cores),
+        nominal_s=nominal,
+        soft=soft,
+        demand=demand,
+        noise=noise,
+        fail_u=fail_u,
+        latent_u=latent_u,
+    )

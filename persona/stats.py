@@ -1,0 +1,64 @@
+"""Statistics shared by evaluation, experiments and the validation suite (pure functions)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats as st
+
+
+def mean_ci(x: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t confidence interval ``(mean, lo, hi)``; a single value gives (v, v, v)."""
+    a = np.asarray(x, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError("mean_ci needs at least one value")
+    m = float(a.mean())
+    if a.size == 1 or float(a.std()) == 0.0:
+        return m, m, m
+    half = float(st.t.ppf(0.5 + confidence / 2, a.size - 1)) * float(a.std(ddof=1)) / math.sqrt(a.size)
+    return m, m - half, m + half
+
+
+def bootstrap_ci(
+    x: Sequence[float] | np.ndarray,
+    statistic: str = "mean",
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Percentile bootstrap CI of a statistic (``mean``, ``median`` or ``pNN``)."""
+    a = np.asarray(x, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError("bootstrap_ci needs at least one value")
+
+    def f(v: np.ndarray, axis: int | None = None) -> np.ndarray:
+        if statistic == "mean":
+            return np.mean(v, axis=axis)
+        if statistic == "median":
+            return np.median(v, axis=axis)
+        if statistic.startswith("p"):
+            return np.percentile(v, float(statistic[1:]), axis=axis)
+        raise ValueError(f"unknown statistic {statistic!r}")
+
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, a.size, size=(resamples, a.size))
+    samples = f(a[idx], axis=1)
+    alpha = (1 - confidence) / 2
+    return float(f(a)), float(np.quantile(samples, alpha)), float(np.quantile(samples, 1 - alpha))
+
+
+def paired_ratio_ci(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Ratio of means ``mean(x) / mean(y)`` on paired samples (common random numbers), bootstrap CI."""
+    a = np.asarray(x, dtype=np.float64)
+    b = np.asarray(y, dtype=np.float64)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError("paired_ratio_ci needs two non-empty samples of equal length")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, a.size, size=(2000, a.size))
+    ratios = a[idx].mean(axis=1) / b[idx].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    return float(a.mean() / b.mean()), float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1 - alpha))

@@ -227,6 +227,8 @@ def join_connections(sockets: list[TcpSocket], owners: Mapping[int, str]) -> lis
         if peer is not None:
             seen.add((peer.local, peer.local_port, peer.remote, peer.remote_port))
         # the server end is the one on a listening port
+        server: TcpSocket | None
+        client: TcpSocket | None
         if s.local_port in listening and (peer is None or s.remote_port not in listening):
             server, client = s, peer
         else:

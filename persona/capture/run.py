@@ -42,10 +42,11 @@ class CaptureReport:
 
 
 def preflight_criu() -> str:
+    text: str | None
     try:
         text = probe.run_text(["criu", "--version"])
     except CaptureError:
-        text = None  # type: ignore[assignment]
+        text = None
     chk = judge_criu(text)
     if not chk.ok:
         raise CaptureError(f"{chk.detail}; fix: {chk.fix}")

@@ -190,7 +190,7 @@ def ls_cmd(
     repo = _open(store_url, key_file)
     want_meta = _parse_meta(meta)
     cutoff = time.time_ns() - int(parse_duration(since) * 1e9) if since else None
-    rows = []
+    rows: list[dict[str, Any]] = []
     for v in repo.list_versions(host):
         if cutoff is not None and v.time_ns < cutoff:
             continue
@@ -255,8 +255,8 @@ def show_cmd(
     click.echo(f"  tags    {', '.join(snap.tags) or '-'}")
     for k, val in sorted(snap.meta.items()):
         click.echo(f"  meta    {k}={val}")
-    for k, val in sorted(snap.stats.items()):
-        click.echo(f"  {k:<12} {val}")
+    for stat_name, count in sorted(snap.stats.items()):
+        click.echo(f"  {stat_name:<12} {count}")
     if show_files:
         for f in snap.files:
             extra = f" -> {f.target}" if f.type == "symlink" else ""

@@ -39,7 +39,9 @@ def _heap_pages(rng: np.random.Generator, n: int) -> np.ndarray:
     words = rng.integers(0, 2**63, size=(n, PAGE // 8), dtype=np.uint64)
     small = rng.random((n, PAGE // 8)) < 0.5
     ptr_base = np.uint64(0x7F0000000000)
-    ptrs = ptr_base + (rng.integers(0, 1 << 20, size=(n, PAGE // 8), dtype=np.uint64) << np.uint64(4))
+    ptrs = ptr_base + (
+        rng.integers(0, 1 << 20, size=(n, PAGE // 8), dtype=np.uint64) << np.uint64(4)
+    )
     kind = rng.random((n, PAGE // 8)) < 0.5
     words = np.where(small, np.where(kind, ptrs, words & np.uint64(0xFFFF)), words)
     return words.view(np.uint8).reshape(n, PAGE)
@@ -67,14 +69,19 @@ class MemoryImage:
 
     def pagemap_bytes(self) -> bytes:
         entries = tuple(
-            PagemapEntry(a, n, flags=PE_PRESENT) for a, n in zip(self.vma_addrs, self.vma_pages, strict=True)
+            PagemapEntry(a, n, flags=PE_PRESENT)
+            for a, n in zip(self.vma_addrs, self.vma_pages, strict=True)
         )
         return write_pagemap(Pagemap(1, entries))
 
 
 def make_image(model: ImageModel) -> MemoryImage:
     rng = np.random.default_rng(model.seed)
-    kinds = rng.choice(3, size=model.npages, p=[model.zero_frac, model.text_frac, 1 - model.zero_frac - model.text_frac])
+    kinds = rng.choice(
+        3,
+        size=model.npages,
+        p=[model.zero_frac, model.text_frac, 1 - model.zero_frac - model.text_frac],
+    )
     # zero pages come in runs: sort kinds within blocks of 64 pages so zeros cluster
     for i in range(0, model.npages, 64):
         blk = kinds[i : i + 64]
@@ -94,12 +101,14 @@ def make_image(model: ImageModel) -> MemoryImage:
     return MemoryImage(pages, kinds, sizes, addrs)
 
 
-def next_version(img: MemoryImage, dirty_frac: float, rng: np.random.Generator, *, grow_pages: int = 0) -> MemoryImage:
+def next_version(
+    img: MemoryImage, dirty_frac: float, rng: np.random.Generator, *, grow_pages: int = 0
+) -> MemoryImage:
     """A new version with ``dirty_frac`` of non-zero pages modified (see module docstring)."""
     pages = img.pages.copy()
     kinds = img.kinds.copy()
     live = np.flatnonzero(kinds != 0)
-    n = int(round(dirty_frac * len(live)))
+    n = round(dirty_frac * len(live))
     dirty = rng.choice(live, size=n, replace=False) if n else np.zeros(0, dtype=np.int64)
     full = rng.random(n) < 0.1
     for idx, whole in zip(dirty.tolist(), full.tolist(), strict=True):

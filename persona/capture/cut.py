@@ -80,7 +80,10 @@ def consistent_cut(engine: Engine, plan: CutPlan, directory: Path, name: str,
                 raise CaptureError(f"container {m.name} is {st}, not running: the host changed "
                                    "under the capture; retry when it is stable")
             paused.append(m)  # before the call: a pause that fails half-way is still undone
-            engine.pause(m.cid)
+            try:
+                engine.pause(m.cid)
+            except Exception as e:
+                raise CaptureError(f"cannot pause {m.name}: {e}") from e
         t_paused = time.perf_counter()
 
         def dump(m: Member) -> float:

@@ -29,7 +29,7 @@ from persona.errors import IntegrityError, StoreError
 
 FORMAT = 1
 _MAP_MAGIC = b"PXM1"
-_REC = np.dtype([("flags", "u1"), ("pos", "<u8"), ("length", "<u4"), ("id", "S32")])
+_REC = np.dtype([("flags", "u1"), ("pos", "<u8"), ("length", "<u4"), ("id", "u1", (32,))])
 FILE_TYPES = ("file", "dir", "symlink")
 CHUNKERS = ("pages", "cdc", "empty")
 
@@ -84,7 +84,11 @@ def encode_extent_map(extents: list[tuple[bool, int, int, str]]) -> bytes:
     """``extents``: (zero, pos, length, hex id) tuples in file order."""
     arr = np.zeros(len(extents), dtype=_REC)
     for i, (zero, pos, length, hid) in enumerate(extents):
-        arr[i] = (1 if zero else 0, pos, length, b"" if zero else bytes.fromhex(hid))
+        arr[i]["flags"] = 1 if zero else 0
+        arr[i]["pos"] = pos
+        arr[i]["length"] = length
+        if not zero:
+            arr[i]["id"] = np.frombuffer(bytes.fromhex(hid), dtype=np.uint8)
     return _MAP_MAGIC + struct.pack("<I", len(extents)) + arr.tobytes()
 
 
@@ -96,9 +100,8 @@ def decode_extent_map(data: bytes, what: str = "extent map") -> ExtentMap:
         raise IntegrityError(f"{what}: length {len(data)} does not match {n} extents")
     arr = np.frombuffer(data, dtype=_REC, offset=8, count=n)
     zero = (arr["flags"] & 1).astype(bool)
-    ids = [b.hex() if not z else "" for b, z in zip(arr["id"].tolist(), zero.tolist(), strict=True)]
-    # numpy strips trailing NULs of S32; pad back
-    ids = [h.ljust(64, "0") if h else h for h in ids]
+    hexall = arr["id"].tobytes().hex()
+    ids = ["" if z else hexall[i * 64 : i * 64 + 64] for i, z in enumerate(zero.tolist())]
     return ExtentMap(zero, arr["pos"].copy(), arr["length"].copy(), ids)
 
 

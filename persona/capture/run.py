@@ -85,9 +85,29 @@ def capture_host(client: Any, host: str, sink: VersionSink,
     staging = sink.begin(host)
     try:
         return _capture(client, host, sink, opts, cs, info, staging, criu_version)
+    except CaptureError as e:
+        sink.abort(staging)
+        gone = _not_running(client, cs)
+        if gone:
+            raise CaptureError(f"{', '.join(gone)} stopped during the capture of {host!r} ({e}); "
+                               "nothing was stored and the host was unfrozen; restart it "
+                               "(persona lab up) and retry") from e
+        raise
     except BaseException:
         sink.abort(staging)
         raise
+
+
+def _not_running(client: Any, cs: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for c in cs:
+        try:
+            st = client.inspect_container(c["Id"])["State"]
+            if not st.get("Running"):
+                out.append(f"{c['Names'][0].lstrip('/')} ({st.get('Status')})")
+        except Exception:
+            out.append(f"{c['Names'][0].lstrip('/')} (removed)")
+    return out
 
 
 def _capture(client: Any, host: str, sink: VersionSink, opts: CaptureOptions,

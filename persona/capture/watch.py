@@ -11,7 +11,7 @@ from typing import Any
 
 from persona.lab import spec
 
-SIGNIFICANT = {"start", "stop", "die", "update", "restart", "unpause", "oom", "kill"}
+SIGNIFICANT = {"start", "stop", "die", "update", "restart", "oom", "kill", "destroy"}  # not pause/unpause: our own cut
 
 
 def parse_interval(text: str) -> float:

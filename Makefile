@@ -21,6 +21,8 @@ demo: $(STAMP)
 	$(VENV)/bin/persona demo
 
 test: $(STAMP)
+	# live lab (Docker --experimental, CRIU >= 4.2, pycriu, images): idempotent, ~1 min on a fresh machine
+	$(VENV)/bin/persona lab up --no-demo
 	$(VENV)/bin/pytest -q
 
 lint: $(STAMP)

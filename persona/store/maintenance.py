@@ -22,6 +22,7 @@ from persona.store.url import unwrap
 
 log = logging.getLogger("persona.store")
 DEFAULT_GRACE_S = 3600.0
+TMP_MIN_AGE_S = 600.0
 
 
 @dataclass
@@ -329,9 +330,12 @@ def gc(
         inner = unwrap(repo.backend)
         if isinstance(inner, LocalBackend):
             for t in inner.list_temporary():
-                if not young(t.mtime):
-                    inner.remove_temporary(t.name)
-                    res.deleted_temp_files += 1
+                # lock files are written outside the lock protocol, so a temp file may belong
+                # to a live process whatever the grace period: require TMP_MIN_AGE_S too
+                if t_now - t.mtime < max(grace_s, TMP_MIN_AGE_S):
+                    continue
+                inner.remove_temporary(t.name)
+                res.deleted_temp_files += 1
         # stale locks are ignored by everyone once expired; clean them up
         for lk in read_locks(repo.backend):
             if not lk.live(t_now) and t_now - lk.expires > grace_s:

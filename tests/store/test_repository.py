@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -249,10 +250,15 @@ def test_gc_removes_crash_leftovers(tmp_path: Path, image_versions: list[Path]) 
     orphan.write_bytes(b"half a pack")
     tmp = root / "data" / "ff" / ".tmp-xyz.123"
     tmp.write_bytes(b"partial")
+    young_tmp = root / "data" / "ff" / ".tmp-abc.456"
+    young_tmp.write_bytes(b"being written right now")
+    old = time.time() - 3600
+    os.utime(tmp, (old, old))
     rep = verify(Repository.open(str(root)))
     assert rep.ok and any("not indexed" in w for w in rep.warnings)
     g = gc(repo, grace_s=0)
     assert not orphan.exists() and not tmp.exists() and g.deleted_temp_files == 1
+    assert young_tmp.exists()  # temp files younger than TMP_MIN_AGE_S may belong to a live put
     assert verify(Repository.open(str(root)), read_data=True).ok
 
 

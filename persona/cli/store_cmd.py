@@ -358,7 +358,9 @@ def verify_cmd(
             f" {c.get('blobs', 0)} chunks{' (all data read)' if read_data else ''}; {len(rep.errors)} errors"
         )
     if not rep.ok:
-        ctx.exit(1)
+        # SystemExit, not ctx.exit: persona's main() runs click with standalone_mode=False,
+        # where click turns ctx.exit(1) into a return value and the status would be lost
+        raise SystemExit(1)
 
 
 @store.command("prune")

@@ -200,15 +200,21 @@ def advance(p: EpisodeParams, s: SimState, until: float | None = None) -> SimSta
     )
 
 
-def start(p: EpisodeParams, s: SimState, i: int, level: int) -> SimState:
-    """Start restoring component ``i`` at ``level``; the caller checked it is startable."""
-    att = min(int(s.attempts[i]), p.config.max_attempts - 1)
+def fault_draw(p: EpisodeParams, s: SimState, i: int) -> tuple[bool, bool]:
+    """Whether starting ``i`` now fails, or leaves a latent fault (hidden; drawn up front)."""
+    if int(s.attempts[i]) >= p.config.max_attempts:
+        return False, False
+    att = int(s.attempts[i])
     missing = p.soft[i] * (s.status != DONE)
     p_fault = 1.0 - float(np.prod(1.0 - missing))
-    fails = p.fail_u[i, att] < p_fault * (1.0 - p.config.latent_fraction)
-    latent = (not fails) and p.latent_u[i, att] < p_fault * p.config.latent_fraction
-    if int(s.attempts[i]) >= p.config.max_attempts:
-        fails = latent = False
+    fails = bool(p.fail_u[i, att] < p_fault * (1.0 - p.config.latent_fraction))
+    latent = (not fails) and bool(p.latent_u[i, att] < p_fault * p.config.latent_fraction)
+    return fails, latent
+
+
+def start(p: EpisodeParams, s: SimState, i: int, level: int) -> SimState:
+    """Start restoring component ``i`` at ``level``; the caller checked it is startable."""
+    fails, latent = fault_draw(p, s, i)
     status = s.status.copy()
     status[i] = RUNNING
     lv = s.level.copy()

@@ -30,7 +30,7 @@ from persona.store.chunker import (
     page_extents,
 )
 from persona.store.criu import Pagemap, PagemapFormatError, parse_pagemap
-from persona.store.delta import encode
+from persona.store.delta import Encoded, encode
 from persona.store.locks import LeaseLock
 from persona.store.manifest import (
     ExtentMap,
@@ -40,6 +40,7 @@ from persona.store.manifest import (
     check_relpath,
     encode_extent_map,
 )
+from persona.store.parallel import ordered_map
 from persona.store.policy import Version
 from persona.store.repository import PackSession, Repository
 
@@ -237,17 +238,13 @@ def _put_file(
         rows: list[tuple[bool, int, int, str]] = []
         zero_bytes = dedup_bytes = 0
         codec = repo.codec
-        for ex in extents:
-            if ex.zero:
-                rows.append((True, ex.pos, ex.length, ""))
-                zero_bytes += ex.length
-                continue
+
+        def chunk(ex: Extent) -> tuple[str, Encoded | None]:
+            """Hash one extent; encode it (maybe against its positional parent) if it is new."""
             data = buf[ex.offset : ex.offset + ex.length]
             bid = codec.id_of(data)
-            rows.append((False, ex.pos, ex.length, bid))
             if session.has(bid):
-                dedup_bytes += ex.length
-                continue
+                return bid, None
             base = base_id = None
             if parent is not None:
                 pid_ = parent.lookup(ex.pos)
@@ -260,7 +257,21 @@ def _put_file(
                             "delta base %s unreadable (%s); storing %s whole", base_id, e, rel
                         )
                         base = base_id = None
-            session.add(bid, "data", encode(data, base=base, base_id=base_id), ex.length)
+            return bid, encode(data, base=base, base_id=base_id)
+
+        data_extents = [ex for ex in extents if not ex.zero]
+        results = iter(ordered_map(chunk, data_extents))
+        for ex in extents:
+            if ex.zero:
+                rows.append((True, ex.pos, ex.length, ""))
+                zero_bytes += ex.length
+                continue
+            bid, enc = next(results)
+            rows.append((False, ex.pos, ex.length, bid))
+            if enc is None or session.has(bid):
+                dedup_bytes += ex.length
+                continue
+            session.add(bid, "data", enc, ex.length)
         mapbytes = encode_extent_map(rows)
         mid = codec.id_of(mapbytes)
         if not session.has(mid):

@@ -72,9 +72,9 @@ class ExtentMap:
         return int(self.length.sum(dtype=np.uint64))
 
     def offsets(self) -> np.ndarray:
-        return np.concatenate(([0], np.cumsum(self.length.astype(np.uint64))[:-1])).astype(
-            np.uint64
-        )
+        """File offset of each extent (cumulative lengths)."""
+        lengths = self.length.astype(np.uint64)
+        return np.cumsum(lengths) - lengths
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from persona.errors import IntegrityError, StoreError
 from persona.store.manifest import check_relpath
+from persona.store.parallel import ordered_map
 from persona.store.policy import Version
 from persona.store.repository import Repository
 
@@ -17,6 +19,11 @@ class RestoreResult:
     version: Version
     files: int
     bytes: int
+
+
+def _write_batch(repo: Repository, fd: int, batch: list[tuple[int, str]]) -> None:
+    for off, bid in batch:
+        os.pwrite(fd, repo.read_blob(bid), off)
 
 
 def _safe_target(dest: Path, rel: str) -> Path:
@@ -63,12 +70,15 @@ def restore(repo: Repository, version: Version, dest: str | os.PathLike[str]) ->
                 raise IntegrityError(f"extent map covers {em.size} bytes, manifest says {f.size}")
             fd = os.open(t, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             try:
-                off = 0
-                for z, ln, bid in zip(em.zero.tolist(), em.length.tolist(), em.ids, strict=True):
-                    if not z:
-                        data = repo.read_blob(bid)
-                        os.pwrite(fd, data, off)
-                    off += ln
+                offs = em.offsets().tolist()
+                todo = [
+                    (o, bid)
+                    for o, z, bid in zip(offs, em.zero.tolist(), em.ids, strict=True)
+                    if not z
+                ]
+                batches = [todo[i : i + 32] for i in range(0, len(todo), 32)]
+                for _ in ordered_map(functools.partial(_write_batch, repo, fd), batches, window=8):
+                    pass
                 os.ftruncate(fd, f.size)
             finally:
                 os.close(fd)

@@ -125,3 +125,102 @@ def next_version(
         kinds = np.concatenate([kinds[:at], np.full(grow_pages, 2, dtype=kinds.dtype), kinds[at:]])
         vma_pages[v] += grow_pages
     return MemoryImage(pages, kinds, vma_pages, list(img.vma_addrs))
+
+
+_WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "for",
+    "on",
+    "with",
+    "as",
+    "by",
+    "at",
+    "from",
+    "config",
+    "service",
+    "error",
+    "request",
+    "user",
+    "session",
+    "cache",
+    "index",
+    "table",
+    "value",
+    "http",
+    "get",
+    "post",
+    "json",
+    "true",
+    "false",
+    "null",
+    "usr",
+    "lib",
+    "bin",
+    "etc",
+    "var",
+    "log",
+]
+
+
+def make_rootfs(nfiles: int, rng: np.random.Generator) -> dict[str, bytes]:
+    """A synthetic container filesystem diff: text configs/logs and some binaries."""
+    files: dict[str, bytes] = {}
+    words = np.array(_WORDS)
+    for i in range(nfiles):
+        d = ["etc", "usr/lib", "var/log", "opt/app", "usr/bin"][i % 5]
+        if i % 5 == 4:  # binary-ish
+            size = int(rng.integers(4_000, 120_000))
+            body = rng.integers(0, 256, size, dtype=np.uint8)
+            body[: size // 2] = 0x90  # padding/low entropy sections, like real binaries
+            files[f"{d}/f{i:05d}.bin"] = body.tobytes()
+        else:
+            n = int(rng.integers(50, 6000))
+            text = " ".join(words[rng.integers(0, len(words), n)].tolist())
+            files[f"{d}/f{i:05d}.txt"] = text.encode()
+    return files
+
+
+def mutate_rootfs(
+    files: dict[str, bytes], frac: float, rng: np.random.Generator
+) -> dict[str, bytes]:
+    """Change ``frac`` of the files (append/overwrite), add and remove a few."""
+    out = dict(files)
+    names = sorted(out)
+    k = max(1, int(frac * len(names)))
+    for name in rng.choice(names, size=k, replace=False).tolist():
+        data = out[name]
+        if name.endswith(".txt"):
+            out[name] = data + b"\nupdated " + str(int(rng.integers(0, 1 << 30))).encode()
+        else:
+            b = bytearray(data)
+            pos = int(rng.integers(0, len(b)))
+            b[pos : pos + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
+            out[name] = bytes(b)
+    for name in rng.choice(names, size=max(1, k // 4), replace=False).tolist():
+        out.pop(name, None)
+    for j in range(max(1, k // 4)):
+        out[f"var/log/new-{int(rng.integers(0, 1 << 30))}-{j}.txt"] = b"log line\n" * int(
+            rng.integers(10, 2000)
+        )
+    return out
+
+
+def rootfs_tar(files: dict[str, bytes]) -> bytes:
+    """An uncompressed tar of ``files`` (sorted, fixed metadata: deterministic bytes)."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        for name in sorted(files):
+            ti = tarfile.TarInfo(name)
+            ti.size = len(files[name])
+            ti.mtime = 1_700_000_000
+            ti.mode = 0o644
+            tf.addfile(ti, io.BytesIO(files[name]))
+    return buf.getvalue()

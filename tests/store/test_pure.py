@@ -341,3 +341,12 @@ def test_diff_snapshots() -> None:
         ("new", "added"),
     ]
     assert d.changed_bytes == 10 and d.meta_changes == {"k": ("1", "2")}
+
+
+def test_extent_map_offsets() -> None:
+    em = decode_extent_map(
+        encode_extent_map([(False, 0, 10, "a" * 64), (True, 9, 5, ""), (False, 7, 3, "b" * 64)])
+    )
+    assert em.offsets().tolist() == [0, 10, 15] and em.size == 18
+    empty = decode_extent_map(encode_extent_map([]))
+    assert empty.offsets().tolist() == [] and empty.size == 0 and len(empty) == 0

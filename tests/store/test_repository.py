@@ -322,3 +322,20 @@ def test_empty_and_special_files(tmp_path: Path) -> None:
     restore(repo, v, out)
     (src / "fifo").unlink()
     assert tree_bytes(out) == tree_bytes(src)
+
+
+def test_threaded_pipeline_matches_serial(
+    tmp_path: Path, image_versions: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    maps = []
+    for threads in ("1", "3"):
+        monkeypatch.setenv("PERSONA_STORE_THREADS", threads)
+        repo = Repository.init(str(tmp_path / f"s{threads}"))
+        for d in image_versions:
+            v = put(repo, d, "h")
+        snap = repo.load_snapshot(v.snapshot)
+        maps.append({f.path: f.map for f in snap.files})
+        out = tmp_path / f"out{threads}"
+        restore(Repository.open(str(tmp_path / f"s{threads}")), v, out)
+        assert tree_bytes(out) == tree_bytes(image_versions[-1])
+    assert maps[0] == maps[1]  # identical chunking, ids and extent maps

@@ -111,11 +111,14 @@ def init_cmd(url: str, encrypt: bool, key_file: str | None, pack_size: int, as_j
 @_store_opt
 @click.option("--host", required=True, help="Host whose persona this is (versions are per host).")
 @click.option("--tag", "tags", multiple=True, help="Tag the version (repeatable).")
+@click.option("--meta", "meta", multiple=True, help="KEY=VALUE metadata (repeatable).")
+@click.option("--kernel", default=None, help="Kernel version of the captured host (meta 'kernel').")
+@click.option("--criu", default=None, help="CRIU version used for the dump (meta 'criu').")
 @click.option(
-    "--meta",
-    "meta",
-    multiple=True,
-    help="KEY=VALUE metadata, e.g. kernel=6.1 criu=4.2 (repeatable).",
+    "--app", "apps", multiple=True, help="NAME=VERSION of an application (meta 'app.NAME')."
+)
+@click.option(
+    "--dep", "deps", multiple=True, help="NAME=VERSION of a dependency (meta 'dep.NAME')."
 )
 @click.option(
     "--no-delta", is_flag=True, help="Do not delta-compress against the previous version."
@@ -128,18 +131,27 @@ def put_cmd(
     host: str,
     tags: tuple[str, ...],
     meta: tuple[str, ...],
+    kernel: str | None,
+    criu: str | None,
+    apps: tuple[str, ...],
+    deps: tuple[str, ...],
     no_delta: bool,
     as_json: bool,
     directory: str,
 ) -> None:
-    """Store DIRECTORY as the next version of HOST."""
+    """Store DIRECTORY as the next version of HOST (query metadata later with `ls --meta`)."""
     from persona.store import PutOptions, put
 
+    md = _parse_meta(meta)
+    md.update({f"app.{k}": v for k, v in _parse_meta(apps).items()})
+    md.update({f"dep.{k}": v for k, v in _parse_meta(deps).items()})
+    if kernel:
+        md["kernel"] = kernel
+    if criu:
+        md["criu"] = criu
     repo = _open(store_url, key_file)
     t0 = time.perf_counter()
-    v = put(
-        repo, directory, host, PutOptions(tags=tags, meta=_parse_meta(meta), delta=not no_delta)
-    )
+    v = put(repo, directory, host, PutOptions(tags=tags, meta=md, delta=not no_delta))
     dt = time.perf_counter() - t0
     snap = repo.load_snapshot(v.snapshot)
     info = {

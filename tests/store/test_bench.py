@@ -28,7 +28,8 @@ def test_bench_store_tiny(tmp_path: Path) -> None:
     one = res["summary"]["mem_dirty1pct"]["persona"]
     assert 0 < one["mean_added_bytes_per_version"] < one["base_added_bytes"]
     assert one["restore_mb_s"] > 0
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
     assert {r["tool"] for r in rows} == {"persona"} and len(rows) == 4 * 2 + 4
     assert (out / "plot.png").stat().st_size > 1000
     assert "| mem_dirty1pct | persona |" in markdown_table(res)

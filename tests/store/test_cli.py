@@ -167,3 +167,63 @@ def test_cli_encrypted_store(tmp_path: Path, image_versions: list[Path]) -> None
     assert r.exit_code == 0, r.output
     r = runner.invoke(cli, ["store", "ls", "--store", url], env={"PERSONA_STORE_KEY": "nope"})
     assert r.exit_code != 0 and "wrong encryption key" in str(r.exception)
+
+
+def test_put_metadata_options_are_queryable(tmp_path: Path, image_versions: list[Path]) -> None:
+    runner = CliRunner()
+    url = str(tmp_path / "s")
+
+    def run(*args: str) -> str:
+        res = runner.invoke(cli, list(args), catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    run("store", "init", url)
+    run("store", "put", "--store", url, "--host", "web", str(image_versions[0]))
+    run(
+        "store", "put", "--store", url, "--host", "db", "--kernel", "6.1.0", "--criu", "4.2",
+        "--app", "nginx=1.25", "--dep", "libssl=3.0", "--meta", "role=primary", str(image_versions[0]),
+    )  # fmt: skip
+    rows = json.loads(
+        run(
+            "store",
+            "ls",
+            "--store",
+            url,
+            "--meta",
+            "app.nginx=1.25",
+            "--meta",
+            "criu=4.2",
+            "--json",
+        )
+    )
+    assert [
+        (r["host"], r["meta"]["dep.libssl"], r["meta"]["kernel"], r["meta"]["role"]) for r in rows
+    ] == [("db", "3.0", "6.1.0", "primary")]
+    assert [
+        r["host"] for r in json.loads(run("store", "ls", "--store", url, "--since", "1h", "--json"))
+    ] == [
+        "db",
+        "web",
+    ]
+    assert (
+        json.loads(
+            run("store", "ls", "--store", url, "--since", "1s", "--meta", "kernel=5", "--json")
+        )
+        == []
+    )
+    bad = runner.invoke(
+        cli,
+        [
+            "store",
+            "put",
+            "--store",
+            url,
+            "--host",
+            "x",
+            "--meta",
+            "novalue",
+            str(image_versions[0]),
+        ],
+    )
+    assert bad.exit_code != 0 and "KEY=VALUE" in bad.output

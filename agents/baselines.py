@@ -245,9 +245,7 @@ def _fastest(p: EpisodeParams) -> tuple[np.ndarray, np.ndarray]:
     nmin = p.noise.min(axis=1)
     fast = nominal_duration(p.cpu_work * nmin, p.io_work * nmin, p.serial, cores, p.host.io_mb_s)
     tail = np.zeros(p.n)
-    idx = p.scenario.manifest.index()
-    for name in reversed(p.scenario.manifest.topological_order()):
-        i = idx[name]
+    for i in reversed(p.scenario.manifest.topological_indices()):
         ch = np.flatnonzero(p.parents[:, i])
         if ch.size:
             tail[i] = float((fast[ch] + tail[ch]).max())

@@ -25,10 +25,36 @@ def new_run_dir(root: str | Path, name: str) -> Path:
 def write_per_episode_csv(results: list[EvalResult], path: Path) -> None:
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["policy", "scenarios", "seed", "scenario", "family", "n", "ttr", "validated", "failures", "steps"])
+        w.writerow(
+            [
+                "policy",
+                "scenarios",
+                "seed",
+                "scenario",
+                "family",
+                "n",
+                "ttr",
+                "validated",
+                "failures",
+                "steps",
+            ]
+        )
         for r in results:
             for e in r.per_episode:
-                w.writerow([r.policy, r.scenarios, e.seed, e.scenario, e.family, e.n, f"{e.ttr:.4f}", int(e.validated), e.failures, e.steps])
+                w.writerow(
+                    [
+                        r.policy,
+                        r.scenarios,
+                        e.seed,
+                        e.scenario,
+                        e.family,
+                        e.n,
+                        f"{e.ttr:.4f}",
+                        int(e.validated),
+                        e.failures,
+                        e.steps,
+                    ]
+                )
 
 
 def plot_ttr(results: list[EvalResult], path: Path, title: str) -> None:
@@ -52,7 +78,9 @@ def plot_ttr(results: list[EvalResult], path: Path, title: str) -> None:
 def write_results(results: list[EvalResult], out: Path, title: str) -> None:
     """``results.json``, ``per_episode.csv``, ``table.md`` and ``ttr.png`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "results.json", json.dumps([r.to_dict() for r in results], indent=2) + "\n")
+    atomic_write_text(
+        out / "results.json", json.dumps([r.to_dict() for r in results], indent=2) + "\n"
+    )
     write_per_episode_csv(results, out / "per_episode.csv")
     atomic_write_text(out / "table.md", format_table(results) + "\n")
     plot_ttr(results, out / "ttr.png", title)

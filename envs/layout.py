@@ -56,21 +56,24 @@ GLOBAL_FEATURES = (
     "io_mb_s",  # host I/O MB/s / 1000
 )
 COL = {name: i for i, name in enumerate(NODE_FEATURES)}
+assert (COL["running"], COL["done"]) == (COL["pending"] + RUNNING, COL["pending"] + DONE)
+_STATUS = slice(COL["pending"], COL["pending"] + 3)
+_ONE_HOT = np.eye(3, dtype=np.float32)
 GCOL = {name: i for i, name in enumerate(GLOBAL_FEATURES)}
 N_STATIC = len(STATIC_NODE)
 
 
 def critical_path(p: EpisodeParams) -> np.ndarray:
     """Nominal duration of the longest hard-dependency path from each node to a sink."""
-    order = p.scenario.manifest.topological_order()
-    idx = p.scenario.manifest.index()
-    cp = p.nominal_s.copy()
-    for name in reversed(order):
-        i = idx[name]
-        children = np.flatnonzero(p.parents[:, i])
-        if children.size:
-            cp[i] = p.nominal_s[i] + cp[children].max()
-    return cp
+    nominal = p.nominal_s.tolist()
+    cp = list(nominal)
+    children: list[list[int]] = [[] for _ in range(p.n)]
+    for i, j in zip(*np.nonzero(p.parents), strict=True):
+        children[int(j)].append(int(i))
+    for i in reversed(p.scenario.manifest.topological_indices()):
+        if children[i]:
+            cp[i] = nominal[i] + max(cp[c] for c in children[i])
+    return np.array(cp)
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,9 @@ def static_obs(p: EpisodeParams, n_max: int) -> StaticObs:
     nodes[:n, COL["critical_path_s"]] = critical_path(p) / 120.0
     nodes[:n, COL["usage_frac"]] = p.usage / c
     nodes[:n, COL["peak_frac"]] = p.peak / c
-    nodes[:n, COL["peak_ratio"]] = np.where(p.is_process, p.peak / np.maximum(p.usage, 1e-6), 0.0) / 4.0
+    nodes[:n, COL["peak_ratio"]] = (
+        np.where(p.is_process, p.peak / np.maximum(p.usage, 1e-6), 0.0) / 4.0
+    )
     nodes[:n, COL["n_parents"]] = p.parents.sum(axis=1) / 8.0
     nodes[:n, COL["n_children"]] = p.parents.sum(axis=0) / 8.0
     np.minimum(nodes, OBS_HIGH, out=nodes)
@@ -110,9 +115,7 @@ def observe(p: EpisodeParams, s: SimState, st: StaticObs) -> dict[str, np.ndarra
     cfg = p.config
     nodes = st.nodes.copy()
     pending = s.status == PENDING
-    nodes[:n, COL["pending"]] = pending
-    nodes[:n, COL["running"]] = s.status == RUNNING
-    nodes[:n, COL["done"]] = s.status == DONE
+    nodes[:n, _STATUS] = _ONE_HOT[s.status]  # pending, running, done
     nodes[:n, COL["backoff"]] = pending & (s.ready_at > s.t)
     nodes[:n, COL["ready"]] = startable(p, s)
     nodes[:n, COL["remaining"]] = np.where(s.status == RUNNING, s.remaining, 0.0)
@@ -120,7 +123,7 @@ def observe(p: EpisodeParams, s: SimState, st: StaticObs) -> dict[str, np.ndarra
     nodes[:n, COL["attempts"]] = s.attempts / cfg.max_attempts
     nodes[:n, COL["alloc_frac"]] = s.alloc / p.host.cpu_cores
     c = p.host.cpu_cores
-    n_run = float(np.count_nonzero(s.status == RUNNING))
+    n_run = float(s.n_running)
     done = float(np.count_nonzero(s.status == DONE))
     g = np.array(
         [
@@ -140,4 +143,9 @@ def observe(p: EpisodeParams, s: SimState, st: StaticObs) -> dict[str, np.ndarra
         dtype=np.float32,
     )
     np.minimum(g, OBS_HIGH, out=g)
-    return {"nodes": nodes, "adjacency": st.adjacency.copy(), "node_mask": st.node_mask.copy(), "globals": g}
+    return {
+        "nodes": nodes,
+        "adjacency": st.adjacency.copy(),
+        "node_mask": st.node_mask.copy(),
+        "globals": g,
+    }

@@ -123,7 +123,12 @@ class RestoreEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self.params = compile_episode(scenario, self.config, self.np_random)
         self._static = layout.static_obs(self.params, self.n_max)
         self.state = core.settle(self.params, core.initial(self.params))
-        return self._obs(), {"scenario": scenario.name, "family": scenario.family, "n": self.params.n, "t": 0.0}
+        return self._obs(), {
+            "scenario": scenario.name,
+            "family": scenario.family,
+            "n": self.params.n,
+            "t": 0.0,
+        }
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self.params is None or self.state is None:
@@ -133,7 +138,11 @@ class RestoreEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         before = self.state
         self.state, valid = core.transition(self.params, before, int(action), self.n_max)
         r = core.reward(self.params, before, self.state)
-        info: dict[str, Any] = {"t": self.state.t, "valid_action": valid, "n_failures": self.state.n_failures}
+        info: dict[str, Any] = {
+            "t": self.state.t,
+            "valid_action": valid,
+            "n_failures": self.state.n_failures,
+        }
         if self.state.terminal:
             info.update(self.episode_summary())
         terminated = self.state.terminal and not self.state.truncated

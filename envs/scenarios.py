@@ -153,19 +153,25 @@ class FamilySpec:
     fs_prob: float = 0.6
 
 
+def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
+    return options[int(rng.integers(len(options)))]  # (much cheaper than rng.choice)
+
+
 def _web_roles(rng: np.random.Generator) -> Iterator[str]:
     first = ["db", "cache", "app", "proxy"]
     rng.shuffle(first)
     yield from first
     while True:
-        yield str(rng.choice(["app", "app", "worker", "queue", "cache"]))
+        yield _pick(rng, ("app", "app", "worker", "queue", "cache"))
 
 
 def _db_roles(rng: np.random.Generator) -> Iterator[str]:
     first = ["db", "app", "db"]
     yield from first
     while True:
-        yield str(rng.choice(["db", "worker", "app", "cache"], p=[0.4, 0.3, 0.2, 0.1]))
+        yield _pick(
+            rng, ("db", "db", "db", "db", "worker", "worker", "worker", "app", "app", "cache")
+        )
 
 
 def _micro_roles(rng: np.random.Generator) -> Iterator[str]:
@@ -173,12 +179,12 @@ def _micro_roles(rng: np.random.Generator) -> Iterator[str]:
     rng.shuffle(first)
     yield from first
     while True:
-        yield str(rng.choice(["app", "sidecar", "worker", "app"]))
+        yield _pick(rng, ("app", "sidecar", "worker", "app"))
 
 
 def _random_roles(rng: np.random.Generator) -> Iterator[str]:
     while True:
-        yield str(rng.choice(PROCESS_ROLES))
+        yield _pick(rng, PROCESS_ROLES)
 
 
 FAMILIES: dict[str, FamilySpec] = {
@@ -203,7 +209,7 @@ def generate(family: str, n: int, rng: np.random.Generator) -> Scenario:
     n_net = 1 if n >= 4 else 0
     budget = n - n_mod - n_net
     comps: list[Component] = []
-    modules = [str(m) for m in rng.choice(MODULES, size=n_mod, replace=False)]
+    modules = [MODULES[k] for k in rng.permutation(len(MODULES))[:n_mod]]
     for k, m in enumerate(modules):
         comps.append(
             Component(
@@ -307,7 +313,9 @@ def generate(family: str, n: int, rng: np.random.Generator) -> Scenario:
         mu_r, sd_r = ROLE_DEMAND.get(c.role, DEFAULT_DEMAND)
         sum_demand += c.resources.cpu_peak_cores * math.exp(mu_r + 2 * sd_r) if c.resources else 0.0
     manifest = PersonaManifest(
-        host=HostInfo(name=f"{family}-host", captured_at="1970-01-01T00:00:00Z", labels={"generator": family}),
+        host=HostInfo(
+            name=f"{family}-host", captured_at="1970-01-01T00:00:00Z", labels={"generator": family}
+        ),
         components=tuple(comps),
         load=LoadProfile(peak_cpu_cores=round(0.9 * sum_peak, 4), window_s=60.0),
     )
@@ -317,7 +325,9 @@ def generate(family: str, n: int, rng: np.random.Generator) -> Scenario:
         for a in apps:
             others = [b for b in apps if b != a]
             if others:
-                for b in rng.choice(others, size=min(len(others), 1 + int(rng.random() < 0.5)), replace=False):
+                for b in rng.choice(
+                    others, size=min(len(others), 1 + int(rng.random() < 0.5)), replace=False
+                ):
                     calls.add((a, str(b)))
     soft, mu, sd = hidden_from_roles(manifest, calls)
     lo, hi = spec.slots
@@ -367,18 +377,26 @@ class GeneratorSource:
 
 def _scenario_from_obj(obj: Any, source: str) -> Scenario:
     if not isinstance(obj, dict):
-        raise ScenarioError(f"{source}: a scenario file must be a mapping with 'name', 'host', 'persona'")
+        raise ScenarioError(
+            f"{source}: a scenario file must be a mapping with 'name', 'host', 'persona'"
+        )
     allowed = {"name", "description", "family", "host", "persona", "hidden"}
     extra = sorted(set(obj) - allowed)
     if extra:
-        raise ScenarioError(f"{source}: unknown field {extra[0]!r}; allowed: {', '.join(sorted(allowed))}")
+        raise ScenarioError(
+            f"{source}: unknown field {extra[0]!r}; allowed: {', '.join(sorted(allowed))}"
+        )
     for key in ("name", "persona"):
         if key not in obj:
             raise ScenarioError(f"{source}: field {key!r} is required")
     try:
         manifest = manifest_from_dict(obj["persona"])
     except ManifestError as e:
-        raise ScenarioError(f"{source}: persona.{e.field}: {e.message}" if e.field else f"{source}: persona: {e.message}") from None
+        raise ScenarioError(
+            f"{source}: persona.{e.field}: {e.message}"
+            if e.field
+            else f"{source}: persona: {e.message}"
+        ) from None
     host_obj = obj.get("host", {}) or {}
     if not isinstance(host_obj, dict):
         raise ScenarioError(f"{source}: host must be a mapping (slots, cpu_cores, io_mb_s)")
@@ -401,7 +419,9 @@ def _scenario_from_obj(obj: Any, source: str) -> Scenario:
                 raise ScenarioError(
                     f"{source}: hidden.soft_dependencies[{k}] needs exactly process, needs, p_fail"
                 )
-            parsed.append(SoftDependency(str(item["process"]), str(item["needs"]), float(item["p_fail"])))
+            parsed.append(
+                SoftDependency(str(item["process"]), str(item["needs"]), float(item["p_fail"]))
+            )
         soft = tuple(parsed)
     for name, d in (hidden.get("demand") or {}).items():
         if name not in mu:
@@ -460,12 +480,16 @@ def resolve(uri: str | ScenarioSource | Scenario) -> ScenarioSource:
         m = _GEN.match(u.netloc)
         families = ", ".join([*FAMILIES, "mixed"])
         if not m or (m["family"] not in FAMILIES and m["family"] != "mixed"):
-            raise ScenarioError(f"unknown generator {u.netloc!r} in {uri!r}; use <family>-v0 with family one of {families}")
+            raise ScenarioError(
+                f"unknown generator {u.netloc!r} in {uri!r}; use <family>-v0 with family one of {families}"
+            )
         family = m["family"]
         q = parse_qs(u.query)
         bad = sorted(set(q) - {"components"})
         if bad:
-            raise ScenarioError(f"unknown parameter {bad[0]!r} in {uri!r}; only 'components' is supported")
+            raise ScenarioError(
+                f"unknown parameter {bad[0]!r} in {uri!r}; only 'components' is supported"
+            )
         lo, hi = FAMILIES[family].default_components if family != "mixed" else (5, 16)
         if "components" in q:
             raw = q["components"][-1]

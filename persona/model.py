@@ -137,7 +137,8 @@ class PersonaManifest:
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        validate_components(self.components)
+        # validation computes a topological order; keep it (not a field: no effect on ==)
+        object.__setattr__(self, "_topo", validate_components(self.components))
 
     # ---- queries -------------------------------------------------------------------
     @property
@@ -155,7 +156,12 @@ class PersonaManifest:
 
     def topological_order(self) -> tuple[str, ...]:
         """A dependency-respecting order; ties keep captured order (deterministic)."""
-        return tuple(self.components[i].name for i in _toposort(self.components))
+        return tuple(self.components[i].name for i in self.topological_indices())
+
+    def topological_indices(self) -> tuple[int, ...]:
+        """:meth:`topological_order` as indices into ``components``."""
+        topo: tuple[int, ...] = self.__dict__["_topo"]
+        return topo
 
     def with_components(self, components: Iterable[Component]) -> PersonaManifest:
         return replace(self, components=tuple(components))
@@ -236,8 +242,10 @@ def _find_cycle(components: Sequence[Component]) -> list[str]:
     return []  # pragma: no cover - only called when a cycle exists
 
 
-def validate_components(components: Sequence[Component]) -> None:
-    """Check names, kinds, sizes, roles, dependencies and acyclicity of a component list."""
+def validate_components(components: Sequence[Component]) -> tuple[int, ...]:
+    """Check names, kinds, sizes, roles, dependencies and acyclicity of a component list.
+
+    Returns a topological order (indices; ties keep captured order)."""
     seen: dict[str, int] = {}
     for i, c in enumerate(components):
         where = f"components[{i}]"
@@ -274,7 +282,7 @@ def validate_components(components: Sequence[Component]) -> None:
                 raise ManifestError(
                     "a component cannot depend on itself", field=f"components[{i}].depends_on[{k}]"
                 )
-    _toposort(components)
+    return tuple(_toposort(components))
 
 
 def _check_resources(r: ResourceProfile, where: str) -> None:
@@ -286,12 +294,16 @@ def _check_resources(r: ResourceProfile, where: str) -> None:
         v = getattr(r, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise ManifestError(f"must be an integer >= 0, got {v!r}", field=f"{where}.{name}")
-    if r.cpu_limit_cores is not None and not (_finite_nonneg(r.cpu_limit_cores) and r.cpu_limit_cores > 0):
+    if r.cpu_limit_cores is not None and not (
+        _finite_nonneg(r.cpu_limit_cores) and r.cpu_limit_cores > 0
+    ):
         raise ManifestError("must be > 0 or null", field=f"{where}.cpu_limit_cores")
     if r.memory_limit_bytes is not None and (
         not isinstance(r.memory_limit_bytes, int) or r.memory_limit_bytes <= 0
     ):
-        raise ManifestError("must be a positive integer or null", field=f"{where}.memory_limit_bytes")
+        raise ManifestError(
+            "must be a positive integer or null", field=f"{where}.memory_limit_bytes"
+        )
 
 
 def _finite_nonneg(v: object) -> bool:
@@ -353,7 +365,9 @@ class _Reader:
     def _f(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
 
-    def get(self, key: str, types: type | tuple[type, ...], default: Any = ..., nullable: bool = False) -> Any:
+    def get(
+        self, key: str, types: type | tuple[type, ...], default: Any = ..., nullable: bool = False
+    ) -> Any:
         self.used.add(key)
         if key not in self.obj:
             if default is ...:
@@ -365,7 +379,9 @@ class _Reader:
         if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
             raise ManifestError("has the wrong type (bool)", field=self._f(key))
         if not isinstance(v, types):
-            names = types.__name__ if isinstance(types, type) else "/".join(t.__name__ for t in types)
+            names = (
+                types.__name__ if isinstance(types, type) else "/".join(t.__name__ for t in types)
+            )
             raise ManifestError(f"must be {names}, got {type(v).__name__}", field=self._f(key))
         return v
 
@@ -427,7 +443,9 @@ def manifest_from_dict(obj: object) -> PersonaManifest:
     components = []
     for i, item in enumerate(raw):
         components.append(_component_from_dict(item, f"components[{i}]"))
-    return PersonaManifest(host=host, components=tuple(components), load=load, schema_version=version)
+    return PersonaManifest(
+        host=host, components=tuple(components), load=load, schema_version=version
+    )
 
 
 def _component_from_dict(obj: object, where: str) -> Component:
@@ -442,7 +460,9 @@ def _component_from_dict(obj: object, where: str) -> Component:
     deps = r.get("depends_on", list, default=[])
     for k, d in enumerate(deps):
         if not isinstance(d, str):
-            raise ManifestError("must be a component name (string)", field=f"{where}.depends_on[{k}]")
+            raise ManifestError(
+                "must be a component name (string)", field=f"{where}.depends_on[{k}]"
+            )
     data = r.get("data", list, default=[])
     for k, d in enumerate(data):
         if not isinstance(d, str) or d.startswith("/") or ".." in Path(d).parts:

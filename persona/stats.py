@@ -9,7 +9,9 @@ import numpy as np
 from scipy import stats as st
 
 
-def mean_ci(x: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+def mean_ci(
+    x: Sequence[float] | np.ndarray, confidence: float = 0.95
+) -> tuple[float, float, float]:
     """Mean and Student-t confidence interval ``(mean, lo, hi)``; a single value gives (v, v, v)."""
     a = np.asarray(x, dtype=np.float64)
     if a.size == 0:
@@ -17,7 +19,9 @@ def mean_ci(x: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[
     m = float(a.mean())
     if a.size == 1 or float(a.std()) == 0.0:
         return m, m, m
-    half = float(st.t.ppf(0.5 + confidence / 2, a.size - 1)) * float(a.std(ddof=1)) / math.sqrt(a.size)
+    half = (
+        float(st.t.ppf(0.5 + confidence / 2, a.size - 1)) * float(a.std(ddof=1)) / math.sqrt(a.size)
+    )
     return m, m - half, m + half
 
 
@@ -50,7 +54,10 @@ def bootstrap_ci(
 
 
 def paired_ratio_ci(
-    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, confidence: float = 0.95, seed: int = 0
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    confidence: float = 0.95,
+    seed: int = 0,
 ) -> tuple[float, float, float]:
     """Ratio of means ``mean(x) / mean(y)`` on paired samples (common random numbers), bootstrap CI."""
     a = np.asarray(x, dtype=np.float64)
@@ -61,4 +68,8 @@ def paired_ratio_ci(
     idx = rng.integers(0, a.size, size=(2000, a.size))
     ratios = a[idx].mean(axis=1) / b[idx].mean(axis=1)
     alpha = (1 - confidence) / 2
-    return float(a.mean() / b.mean()), float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1 - alpha))
+    return (
+        float(a.mean() / b.mean()),
+        float(np.quantile(ratios, alpha)),
+        float(np.quantile(ratios, 1 - alpha)),
+    )

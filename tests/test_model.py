@@ -43,29 +43,58 @@ def manifests(draw: Any) -> PersonaManifest:
         res = None
         if kind is ComponentKind.PROCESS and draw(st.booleans()):
             res = ResourceProfile(
-                cpu_usage_cores=draw(floats), cpu_peak_cores=draw(floats),
-                memory_bytes=draw(ints), memory_peak_bytes=draw(ints),
-                io_read_bps=draw(floats), io_write_bps=draw(floats),
+                cpu_usage_cores=draw(floats),
+                cpu_peak_cores=draw(floats),
+                memory_bytes=draw(ints),
+                memory_peak_bytes=draw(ints),
+                io_read_bps=draw(floats),
+                io_write_bps=draw(floats),
                 cpu_limit_cores=draw(st.none() | st.floats(min_value=0.01, max_value=64)),
                 memory_limit_bytes=draw(st.none() | st.integers(min_value=1, max_value=2**40)),
-                window_s=draw(floats), samples=draw(st.integers(0, 10_000)),
+                window_s=draw(floats),
+                samples=draw(st.integers(0, 10_000)),
             )
         comps.append(
             Component(
-                name=nm, kind=kind, size_bytes=draw(ints), depends_on=tuple(deps),
-                role=draw(st.sampled_from(ROLES)), resources=res,
-                attributes=draw(st.dictionaries(names, st.integers() | st.text(max_size=5), max_size=2)),
-                data=tuple(draw(st.lists(names.filter(lambda s: not s.startswith("/") and ".." not in s.split("/")), max_size=2))),
+                name=nm,
+                kind=kind,
+                size_bytes=draw(ints),
+                depends_on=tuple(deps),
+                role=draw(st.sampled_from(ROLES)),
+                resources=res,
+                attributes=draw(
+                    st.dictionaries(names, st.integers() | st.text(max_size=5), max_size=2)
+                ),
+                data=tuple(
+                    draw(
+                        st.lists(
+                            names.filter(
+                                lambda s: not s.startswith("/") and ".." not in s.split("/")
+                            ),
+                            max_size=2,
+                        )
+                    )
+                ),
             )
         )
     order = draw(st.permutations(range(n)))  # any captured order, dependencies may point forward
     comps = [comps[i] for i in order]
     return PersonaManifest(
-        host=HostInfo(name=draw(names), captured_at="2026-11-28T00:00:00Z", kernel=draw(st.text(max_size=8)),
-                      criu_version=draw(st.none() | st.just("4.2.1")), app_versions=draw(str_maps),
-                      dependencies=draw(str_maps), labels=draw(str_maps)),
+        host=HostInfo(
+            name=draw(names),
+            captured_at="2026-11-28T00:00:00Z",
+            kernel=draw(st.text(max_size=8)),
+            criu_version=draw(st.none() | st.just("4.2.1")),
+            app_versions=draw(str_maps),
+            dependencies=draw(str_maps),
+            labels=draw(str_maps),
+        ),
         components=tuple(comps),
-        load=LoadProfile(peak_cpu_cores=draw(floats), peak_requests_per_s=draw(st.none() | floats), window_s=draw(floats)),
+        load=LoadProfile(
+            peak_cpu_cores=draw(floats),
+            peak_requests_per_s=draw(st.none() | floats),
+            window_s=draw(floats),
+        ),
     )
 
 
@@ -95,8 +124,19 @@ def _valid() -> dict[str, Any]:
         "components": [
             {"name": "fs", "kind": "filesystem", "size_bytes": 10},
             {"name": "cfg", "kind": "config", "size_bytes": 1, "depends_on": ["fs"]},
-            {"name": "p", "kind": "process", "size_bytes": 100, "depends_on": ["cfg"], "role": "app",
-             "resources": {"cpu_usage_cores": 0.5, "cpu_peak_cores": 0.8, "memory_bytes": 100, "memory_peak_bytes": 120}},
+            {
+                "name": "p",
+                "kind": "process",
+                "size_bytes": 100,
+                "depends_on": ["cfg"],
+                "role": "app",
+                "resources": {
+                    "cpu_usage_cores": 0.5,
+                    "cpu_peak_cores": 0.8,
+                    "memory_bytes": 100,
+                    "memory_peak_bytes": 120,
+                },
+            },
         ],
     }
 
@@ -112,19 +152,51 @@ def test_valid_manifest_loads() -> None:
     [
         (lambda d: d.update(schema_version=99), "schema_version", "unsupported schema version"),
         (lambda d: d["components"][1].update(kind="daemon"), "components[1].kind", "unknown kind"),
-        (lambda d: d["components"][0].update(size_bytes=-5), "components[0].size_bytes", "non-negative"),
-        (lambda d: d["components"][1].update(depends_on=["ghost"]), "components[1].depends_on[0]", "not a component"),
-        (lambda d: d["components"][0].update(depends_on=["p"]), "components[0].depends_on", "cycle"),
+        (
+            lambda d: d["components"][0].update(size_bytes=-5),
+            "components[0].size_bytes",
+            "non-negative",
+        ),
+        (
+            lambda d: d["components"][1].update(depends_on=["ghost"]),
+            "components[1].depends_on[0]",
+            "not a component",
+        ),
+        (
+            lambda d: d["components"][0].update(depends_on=["p"]),
+            "components[0].depends_on",
+            "cycle",
+        ),
         (lambda d: d["components"][2].update(name="fs"), "components[2].name", "duplicate"),
         (lambda d: d["components"][2].update(role="wizard"), "components[2].role", "unknown role"),
-        (lambda d: d["components"][2]["resources"].update(cpu_usage_cores=-1), "components[2].resources.cpu_usage_cores", ">= 0"),
-        (lambda d: d["components"][2]["resources"].pop("memory_bytes"), "components[2].resources.memory_bytes", "required"),
-        (lambda d: d["components"][0].update(colour="red"), "components[0].colour", "unknown field"),
-        (lambda d: d["components"][0].update(data=["../../etc/passwd"]), "components[0].data[0]", "relative path"),
+        (
+            lambda d: d["components"][2]["resources"].update(cpu_usage_cores=-1),
+            "components[2].resources.cpu_usage_cores",
+            ">= 0",
+        ),
+        (
+            lambda d: d["components"][2]["resources"].pop("memory_bytes"),
+            "components[2].resources.memory_bytes",
+            "required",
+        ),
+        (
+            lambda d: d["components"][0].update(colour="red"),
+            "components[0].colour",
+            "unknown field",
+        ),
+        (
+            lambda d: d["components"][0].update(data=["../../etc/passwd"]),
+            "components[0].data[0]",
+            "relative path",
+        ),
         (lambda d: d["host"].pop("name"), "host.name", "required"),
         (lambda d: d.update(components={"a": 1}), "components", "must be list"),
         (lambda d: d["load"].update(peak_cpu_cores=float("nan")), "load.peak_cpu_cores", "finite"),
-        (lambda d: d["components"][0].update(size_bytes=True), "components[0].size_bytes", "wrong type"),
+        (
+            lambda d: d["components"][0].update(size_bytes=True),
+            "components[0].size_bytes",
+            "wrong type",
+        ),
     ],
 )
 def test_malformed_manifest_names_the_field(mutate: Any, field: str, words: str) -> None:
@@ -140,7 +212,9 @@ def test_malformed_manifest_names_the_field(mutate: Any, field: str, words: str)
 def test_cycle_error_lists_the_cycle() -> None:
     d = _valid()
     d["components"][0]["depends_on"] = ["p"]
-    with pytest.raises(ManifestError, match=r"fs -> p -> cfg -> fs|p -> cfg -> fs -> p|cfg -> fs -> p -> cfg"):
+    with pytest.raises(
+        ManifestError, match=r"fs -> p -> cfg -> fs|p -> cfg -> fs -> p|cfg -> fs -> p -> cfg"
+    ):
         manifest_from_dict(d)
 
 

@@ -35,12 +35,12 @@ Model (a fluid discrete-event simulation):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from envs.sim.params import EpisodeParams, nominal_duration
+from envs.sim.params import EpisodeParams, attempt_duration
 
 PENDING, RUNNING, DONE = 0, 1, 2
 CHECKS = ("functional", "performance", "load")
@@ -60,6 +60,9 @@ class SimState:
     will_latent: np.ndarray  # bool [n]: the running attempt will leave a latent fault
     latent: np.ndarray  # bool [n]: done with a latent fault
     alloc: np.ndarray  # float [n]: CPU cores allocated to (running or done) processes
+    parents_left: np.ndarray  # int16 [n]: hard parents not yet done
+    n_running: int = 0
+    background: float = 0.0  # CPU cores used by restored processes
     n_failures: int = 0
     terminal: bool = False
     truncated: bool = False
@@ -69,9 +72,15 @@ class SimState:
     remediation_s: float = 0.0
     first_alloc: np.ndarray | None = None  # allocations the first validation round measured
 
-    @property
-    def n_running(self) -> int:
-        return int(np.count_nonzero(self.status == RUNNING))
+
+def _replace(s: SimState, **changes: Any) -> SimState:
+    """``dataclasses.replace`` without re-running ``__init__`` (hot path), dropping memos."""
+    new = object.__new__(SimState)
+    d = new.__dict__
+    d.update(s.__dict__)
+    d.pop("_startable", None)
+    d.update(changes)
+    return new
 
 
 def initial(p: EpisodeParams) -> SimState:
@@ -87,6 +96,7 @@ def initial(p: EpisodeParams) -> SimState:
         will_latent=np.zeros(n, dtype=bool),
         latent=np.zeros(n, dtype=bool),
         alloc=np.zeros(n),
+        parents_left=p.parents.sum(axis=1).astype(np.int16),
     )
 
 
@@ -96,11 +106,15 @@ def initial(p: EpisodeParams) -> SimState:
 
 def startable(p: EpisodeParams, s: SimState) -> np.ndarray:
     """Components that may start now: pending, back-off over, all hard parents done, a free slot."""
+    memo = s.__dict__.get("_startable")
+    if memo is not None:
+        return memo
     if s.terminal or s.n_running >= p.host.slots:
-        return np.zeros(p.n, dtype=bool)
-    not_done = s.status != DONE
-    blocked = (p.parents & not_done[None, :]).any(axis=1)
-    return (s.status == PENDING) & (s.ready_at <= s.t) & ~blocked
+        out = np.zeros(p.n, dtype=bool)
+    else:
+        out = (s.status == PENDING) & (s.ready_at <= s.t) & (s.parents_left == 0)
+    s.__dict__["_startable"] = out  # memo on the frozen state: a pure function of it
+    return out
 
 
 def can_wait(p: EpisodeParams, s: SimState) -> bool:
@@ -130,22 +144,27 @@ def allocation(p: EpisodeParams, i: int, level: int) -> float:
 # time
 
 
-def _rates(p: EpisodeParams, s: SimState, run: np.ndarray) -> np.ndarray:
-    """Current full-attempt duration (s) of each running restore (index-aligned with ``run``)."""
-    cfg = p.config
-    lv = s.level[run]
-    ask = np.where(p.is_process[run], s.alloc[run], np.asarray(cfg.restore_cores)[lv])
-    ask = np.maximum(ask, 0.05)
-    done_proc = (s.status == DONE) & p.is_process
-    background = cfg.background_factor * float(np.minimum(s.alloc, p.demand)[done_proc].sum())
-    avail = max(p.host.cpu_cores - background, 0.1 * p.host.cpu_cores)
-    total_ask = float(ask.sum())
-    cores = ask * min(1.0, avail / total_ask)
-    att = np.minimum(s.attempts[run], cfg.max_attempts - 1)
-    noise = p.noise[run, att]
-    io = p.io_work[run]
-    n_io = max(int(np.count_nonzero(io > 0)), 1)
-    return nominal_duration(p.cpu_work[run] * noise, io * noise, p.serial[run], cores, p.host.io_mb_s / n_io)
+def _durations(p: EpisodeParams, s: SimState, run: list[int]) -> list[float]:
+    """Current full-attempt duration (s) of each running restore, at today's shares."""
+    cfg, L = p.config, p.lists
+    asks = [
+        max(float(s.alloc[i]) if L.is_process[i] else cfg.restore_cores[s.level[i]], 0.05)
+        for i in run
+    ]
+    avail = max(p.host.cpu_cores - s.background, 0.1 * p.host.cpu_cores)
+    scale = min(1.0, avail / sum(asks))
+    n_io = sum(1 for i in run if L.io_work[i] > 0) or 1
+    io_rate = p.host.io_mb_s / n_io
+    R = cfg.max_attempts - 1
+    out = []
+    for i, ask in zip(run, asks, strict=True):
+        nz = L.noise[i][min(int(s.attempts[i]), R)]
+        out.append(
+            attempt_duration(
+                L.cpu_work[i] * nz, L.io_work[i] * nz, L.serial[i], ask * scale, io_rate
+            )
+        )
+    return out
 
 
 def advance(p: EpisodeParams, s: SimState, until: float | None = None) -> SimState:
@@ -154,7 +173,7 @@ def advance(p: EpisodeParams, s: SimState, until: float | None = None) -> SimSta
     t_next = np.inf
     full = np.empty(0)
     if run.size:
-        full = _rates(p, s, run)
+        full = np.array(_durations(p, s, run.tolist()))
         t_next = s.t + float((s.remaining[run] * full).min())
     waiting = (s.status == PENDING) & (s.ready_at > s.t)
     if waiting.any():
@@ -167,12 +186,15 @@ def advance(p: EpisodeParams, s: SimState, until: float | None = None) -> SimSta
     remaining = s.remaining.copy()
     status, attempts, ready_at = s.status, s.attempts, s.ready_at
     latent, alloc, level, n_fail = s.latent, s.alloc, s.level, s.n_failures
+    parents_left, n_running, background = s.parents_left, s.n_running, s.background
     if run.size:
         remaining[run] = np.maximum(remaining[run] - dt / full, 0.0)
         finished = run[remaining[run] <= 1e-9]
         if finished.size:
             status, attempts, ready_at = status.copy(), attempts.copy(), ready_at.copy()
             latent, alloc, level = latent.copy(), alloc.copy(), level.copy()
+            parents_left = parents_left.copy()
+            n_running -= int(finished.size)
             for i in finished:
                 if s.will_fail[i]:
                     status[i] = PENDING
@@ -186,8 +208,16 @@ def advance(p: EpisodeParams, s: SimState, until: float | None = None) -> SimSta
                     status[i] = DONE
                     remaining[i] = 0.0
                     latent[i] = bool(s.will_latent[i])
-    return replace(
+                    parents_left -= p.parents[:, i]
+                    if p.lists.is_process[i]:
+                        background += p.config.background_factor * min(
+                            float(alloc[i]), p.lists.demand[i]
+                        )
+    return _replace(
         s,
+        parents_left=parents_left,
+        n_running=n_running,
+        background=background,
         t=t_next,
         remaining=remaining,
         status=status,
@@ -227,7 +257,16 @@ def start(p: EpisodeParams, s: SimState, i: int, level: int) -> SimState:
     wl[i] = latent
     rem = s.remaining.copy()
     rem[i] = 1.0
-    return replace(s, status=status, level=lv, alloc=alloc, will_fail=wf, will_latent=wl, remaining=rem)
+    return _replace(
+        s,
+        status=status,
+        level=lv,
+        alloc=alloc,
+        will_fail=wf,
+        will_latent=wl,
+        remaining=rem,
+        n_running=s.n_running + 1,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -239,7 +278,9 @@ def effective_alloc(p: EpisodeParams, alloc: np.ndarray) -> np.ndarray:
     return alloc * min(1.0, p.host.cpu_cores / total) if total > 0 else alloc
 
 
-def check_results(p: EpisodeParams, latent: np.ndarray, alloc: np.ndarray) -> dict[str, np.ndarray | bool]:
+def check_results(
+    p: EpisodeParams, latent: np.ndarray, alloc: np.ndarray
+) -> dict[str, np.ndarray | bool]:
     """Pure validation checks on a fully restored host."""
     eff = effective_alloc(p, alloc)
     perf_fail = p.is_process & (eff + 1e-9 < p.demand)
@@ -305,7 +346,7 @@ def validate(p: EpisodeParams, s: SimState) -> SimState:
     if t > cfg.max_time_s:
         ok = False
     checks = tuple((c, final[c], first[c], fixes[c]) for c in CHECKS)
-    return replace(
+    return _replace(
         s,
         t=min(t, cfg.max_time_s),
         latent=latent,
@@ -342,7 +383,9 @@ def settle(p: EpisodeParams, s: SimState) -> SimState:
         if (s.status == DONE).all():
             return validate(p, s)
         if s.t >= p.config.max_time_s:
-            return replace(s, terminal=True, truncated=True, validated=False, ttr=p.config.max_time_s)
+            return _replace(
+                s, terminal=True, truncated=True, validated=False, ttr=p.config.max_time_s
+            )
         if startable(p, s).any():
             return s
         s = advance(p, s, until=p.config.max_time_s)

@@ -175,21 +175,54 @@ class EpisodeParams:
     noise: np.ndarray  # float [n, R] work multiplier per attempt
     fail_u: np.ndarray  # float [n, R]
     latent_u: np.ndarray  # float [n, R]
+    lists: Lists
 
     @property
     def host(self) -> HostSpec:
         return self.scenario.host
 
 
+def attempt_duration(
+    cpu_work: float, io_work: float, serial: float, cores: float, io_rate: float
+) -> float:
+    """Duration of a restore doing ``cpu_work`` core-seconds on ``cores`` (a ``serial`` share
+    on at most one core) and moving ``io_work`` MB at ``io_rate`` MB/s, overlapped.
+
+    The one formula for restore durations: the simulator's event loop, nominal durations
+    and the oracle's bounds all call it (scalar floats: the event loop's sets are tiny).
+    """
+    cpu_t = cpu_work * (serial / min(cores, 1.0) + (1.0 - serial) / cores)
+    io_t = io_work / io_rate
+    return cpu_t if cpu_t > io_t else io_t
+
+
 def nominal_duration(
     cpu_work: np.ndarray, io_work: np.ndarray, serial: np.ndarray, cores: np.ndarray, io_mb_s: float
 ) -> np.ndarray:
-    """Uncontended duration of restores given their CPU cores (pure; shared with the core)."""
-    cpu_t = cpu_work * (serial / np.minimum(cores, 1.0) + (1.0 - serial) / cores)
-    return np.maximum(cpu_t, io_work / io_mb_s)
+    """:func:`attempt_duration` over arrays of components."""
+    return np.array(
+        [
+            attempt_duration(float(c), float(i), float(s), float(k), io_mb_s)
+            for c, i, s, k in zip(cpu_work, io_work, serial, cores, strict=True)
+        ]
+    )
 
 
-def compile_episode(scenario: Scenario, config: SimConfig, rng: np.random.Generator) -> EpisodeParams:
+@dataclass(frozen=True)
+class Lists:
+    """Per-component values as Python lists, for the event loop's scalar arithmetic."""
+
+    is_process: list[bool]
+    cpu_work: list[float]
+    io_work: list[float]
+    serial: list[float]
+    demand: list[float]
+    noise: list[list[float]]
+
+
+def compile_episode(
+    scenario: Scenario, config: SimConfig, rng: np.random.Generator
+) -> EpisodeParams:
     """Draw one episode's randomness and flatten the scenario (pure given ``rng``)."""
     comps = scenario.manifest.components
     n = len(comps)
@@ -203,7 +236,9 @@ def compile_episode(scenario: Scenario, config: SimConfig, rng: np.random.Genera
         for d in c.depends_on:
             parents[i, idx[d]] = True
     km = [config.kind_models[c.kind] for c in comps]
-    cpu_work = np.array([m.cpu_base_s for m in km]) + size_mb / np.array([m.cpu_mb_per_core_s for m in km])
+    cpu_work = np.array([m.cpu_base_s for m in km]) + size_mb / np.array(
+        [m.cpu_mb_per_core_s for m in km]
+    )
     io_work = size_mb * np.array([m.io_factor for m in km])
     serial = np.array([m.serial for m in km])
     sigma = np.array([m.sigma for m in km])
@@ -221,7 +256,9 @@ def compile_episode(scenario: Scenario, config: SimConfig, rng: np.random.Genera
             peak[i] = max(r.cpu_peak_cores, usage[i])
     mid = config.n_levels // 2
     cores = np.where(is_proc, peak * config.alloc_levels[mid], config.restore_cores[mid])
-    nominal = nominal_duration(cpu_work, io_work, serial, np.maximum(cores, 0.05), scenario.host.io_mb_s)
+    nominal = nominal_duration(
+        cpu_work, io_work, serial, np.maximum(cores, 0.05), scenario.host.io_mb_s
+    )
 
     soft = np.zeros((n, n))
     for s in scenario.soft_dependencies:
@@ -256,4 +293,12 @@ def compile_episode(scenario: Scenario, config: SimConfig, rng: np.random.Genera
         noise=noise,
         fail_u=fail_u,
         latent_u=latent_u,
+        lists=Lists(
+            is_process=is_proc.tolist(),
+            cpu_work=cpu_work.tolist(),
+            io_work=io_work.tolist(),
+            serial=serial.tolist(),
+            demand=demand.tolist(),
+            noise=noise.tolist(),
+        ),
     )

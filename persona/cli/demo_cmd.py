@@ -6,8 +6,13 @@ import click
 
 
 @click.command("demo")
-@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
-              help="Folder in which the run folder is created.")
+@click.option(
+    "--out",
+    default="runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder in which the run folder is created.",
+)
 @click.option("--episodes", default=200, show_default=True, type=click.IntRange(min=2))
 @click.option("--seed", default=10_000, show_default=True, type=int)
 def demo(out: str, episodes: int, seed: int) -> None:

@@ -6,17 +6,40 @@ import click
 
 
 @click.command("eval")
-@click.option("--policy", "policies", multiple=True, required=True,
-              help="Policy name (capture-order, random, critical-path, seed-adaptive, oracle). "
-                   "Repeat or comma-separate to compare several in one table.")
-@click.option("--scenarios", default="generator://mixed-v0", show_default=True,
-              help="Scenario URI: generator://<family>-v0?components=N, scenario://<name>, or a file.")
+@click.option(
+    "--policy",
+    "policies",
+    multiple=True,
+    required=True,
+    help="Policy name (capture-order, random, critical-path, seed-adaptive, oracle). "
+    "Repeat or comma-separate to compare several in one table.",
+)
+@click.option(
+    "--scenarios",
+    default="generator://mixed-v0",
+    show_default=True,
+    help="Scenario URI: generator://<family>-v0?components=N, scenario://<name>, or a file.",
+)
 @click.option("--episodes", default=100, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=0, show_default=True, type=int, help="Episode k uses seed S+k (same for every policy).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write results JSON here.")
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Episode k uses seed S+k (same for every policy).",
+)
+@click.option(
+    "--json", "json_out", type=click.Path(dir_okay=False), help="Write results JSON here."
+)
 @click.option("--max-components", default=24, show_default=True, type=click.IntRange(min=2))
-def eval_cmd(policies: tuple[str, ...], scenarios: str, episodes: int, seed: int,
-             json_out: str | None, max_components: int) -> None:
+def eval_cmd(
+    policies: tuple[str, ...],
+    scenarios: str,
+    episodes: int,
+    seed: int,
+    json_out: str | None,
+    max_components: int,
+) -> None:
     """Evaluate policies on seeded episodes; print a table, optionally write JSON.
 
     With one policy the JSON is an object {"policy", "scenarios", "episodes", "seed",

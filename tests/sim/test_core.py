@@ -81,15 +81,25 @@ def test_same_params_same_actions_same_episode():
 
 
 def _chain_scenario(p_fail: float, soft: bool = True) -> Scenario:
-    res = ResourceProfile(cpu_usage_cores=0.5, cpu_peak_cores=1.0, memory_bytes=1, memory_peak_bytes=1)
+    res = ResourceProfile(
+        cpu_usage_cores=0.5, cpu_peak_cores=1.0, memory_bytes=1, memory_peak_bytes=1
+    )
     comps = (
         Component("cache", ComponentKind.PROCESS, 200 * 2**20, role="cache", resources=res),
         Component("app", ComponentKind.PROCESS, 200 * 2**20, role="app", resources=res),
     )
-    m = PersonaManifest(HostInfo("h", "2026-01-01T00:00:00Z"), comps, LoadProfile(peak_cpu_cores=0.5))
+    m = PersonaManifest(
+        HostInfo("h", "2026-01-01T00:00:00Z"), comps, LoadProfile(peak_cpu_cores=0.5)
+    )
     sd = (SoftDependency("app", "cache", p_fail),) if soft else ()
-    return Scenario("chain", m, HostSpec(slots=2, cpu_cores=8.0, io_mb_s=400.0), sd,
-                    demand_mu={"cache": -0.5, "app": -0.5}, demand_sigma={"cache": 0.01, "app": 0.01})
+    return Scenario(
+        "chain",
+        m,
+        HostSpec(slots=2, cpu_cores=8.0, io_mb_s=400.0),
+        sd,
+        demand_mu={"cache": -0.5, "app": -0.5},
+        demand_sigma={"cache": 0.01, "app": 0.01},
+    )
 
 
 def test_soft_dependency_violation_fails_and_costs_time():
@@ -103,7 +113,9 @@ def test_soft_dependency_violation_fails_and_costs_time():
     s, _ = core.transition(p, s, 0 * L + 1, N_MAX)  # start cache
     while not s.terminal:
         m = core.action_mask(p, s, N_MAX)
-        s, _ = core.transition(p, s, int(np.flatnonzero(m)[0]) if m[:-1].any() else len(m) - 1, N_MAX)
+        s, _ = core.transition(
+            p, s, int(np.flatnonzero(m)[0]) if m[:-1].any() else len(m) - 1, N_MAX
+        )
     assert s.n_failures >= 1 and s.validated
     bad_ttr = s.ttr
     # cache first, app after cache is done: no failure
@@ -137,7 +149,9 @@ def test_more_cpu_restores_processes_faster():
 
 def test_contention_slows_concurrent_restores():
     """Two big restores sharing I/O take longer each than one alone."""
-    sc = replace(_chain_scenario(0.0, soft=False), host=HostSpec(slots=2, cpu_cores=1.5, io_mb_s=100.0))
+    sc = replace(
+        _chain_scenario(0.0, soft=False), host=HostSpec(slots=2, cpu_cores=1.5, io_mb_s=100.0)
+    )
     cfg = SimConfig()
     p = compile_episode(sc, cfg, np.random.default_rng(2))
     one = core.start(p, core.initial(p), 0, 1)
@@ -165,8 +179,12 @@ def test_overcommit_scales_allocations_down():
     sc = _chain_scenario(0.0, soft=False)
     sc = replace(sc, demand_mu={"cache": 0.1, "app": 0.1})  # demand ~1.105 x peak (1 core)
     alloc = np.array([1.8, 1.8])  # 3.6 cores asked
-    small = compile_episode(replace(sc, host=HostSpec(2, 2.0, 400.0)), SimConfig(), np.random.default_rng(0))
-    big = compile_episode(replace(sc, host=HostSpec(2, 4.0, 400.0)), SimConfig(), np.random.default_rng(0))
+    small = compile_episode(
+        replace(sc, host=HostSpec(2, 2.0, 400.0)), SimConfig(), np.random.default_rng(0)
+    )
+    big = compile_episode(
+        replace(sc, host=HostSpec(2, 4.0, 400.0)), SimConfig(), np.random.default_rng(0)
+    )
     # on 2 cores each process effectively gets 1.0 core < its demand; on 4 cores 1.8
     assert core.check_results(small, np.zeros(2, bool), alloc)["performance"].all()
     assert not core.check_results(big, np.zeros(2, bool), alloc)["performance"].any()
@@ -174,7 +192,9 @@ def test_overcommit_scales_allocations_down():
 
 
 def test_invalid_actions_idle_without_crashing():
-    p = compile_episode(generate("web-tier", 8, np.random.default_rng(0)), SimConfig(), np.random.default_rng(0))
+    p = compile_episode(
+        generate("web-tier", 8, np.random.default_rng(0)), SimConfig(), np.random.default_rng(0)
+    )
     s = core.settle(p, core.initial(p))
     for a in (-3, 10**6, N_MAX * 3 + 5):
         nxt, valid = core.transition(p, s, a, N_MAX)
@@ -188,7 +208,9 @@ def test_invalid_actions_idle_without_crashing():
 
 def test_time_budget_truncates():
     cfg = SimConfig(max_time_s=3.0)
-    p = compile_episode(generate("db-heavy", 8, np.random.default_rng(0)), cfg, np.random.default_rng(0))
+    p = compile_episode(
+        generate("db-heavy", 8, np.random.default_rng(0)), cfg, np.random.default_rng(0)
+    )
     states, rewards = rollout(p, random_pick(0))
     last = states[-1]
     assert last.truncated and not last.validated and last.ttr == 3.0

@@ -40,7 +40,9 @@ def test_checkers_on_every_scenario(scenario):
         warnings.simplefilter("error")  # SB3's checker warns on anything it would trip over
         # ...except the graph-shaped arrays, which are deliberate: the learning issue's
         # features extractor consumes nodes/adjacency as matrices (a custom policy, as SB3 advises).
-        warnings.filterwarnings("ignore", message=r"Your observation (nodes|adjacency) has an unconventional shape")
+        warnings.filterwarnings(
+            "ignore", message=r"Your observation (nodes|adjacency) has an unconventional shape"
+        )
         sb3_check_env(RestoreEnv(scenario=scenario), warn=True)
 
 
@@ -120,7 +122,9 @@ def test_maskable_ppo_learns_a_few_steps():
     from sb3_contrib.common.maskable.utils import get_action_masks
 
     env = RestoreEnv("generator://web-tier-v0?components=6")
-    model = MaskablePPO("MultiInputPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, verbose=0)
+    model = MaskablePPO(
+        "MultiInputPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, verbose=0
+    )
     model.learn(128)
     obs, _ = env.reset(seed=1)
     for _ in range(50):

@@ -59,8 +59,14 @@ def _base():
 @pytest.mark.parametrize(
     ("mutate", "words"),
     [
-        (lambda d: d["persona"]["components"][1].update(kind="daemon"), r"persona.components\[1\].kind: unknown kind"),
-        (lambda d: d["persona"]["components"][1].update(depends_on=["ghost"]), r"persona.components\[1\].depends_on\[0\]"),
+        (
+            lambda d: d["persona"]["components"][1].update(kind="daemon"),
+            r"persona.components\[1\].kind: unknown kind",
+        ),
+        (
+            lambda d: d["persona"]["components"][1].update(depends_on=["ghost"]),
+            r"persona.components\[1\].depends_on\[0\]",
+        ),
         (lambda d: d["persona"]["components"][0].update(depends_on=["network"]), "cycle"),
         (lambda d: d["persona"]["components"][1].update(size_bytes=-1), "non-negative"),
         (lambda d: d["persona"].update(schema_version=2), "unsupported schema version"),
@@ -68,8 +74,16 @@ def _base():
         (lambda d: d["host"].update(gpus=1), "host.gpus is unknown"),
         (lambda d: d.update(colour=1), "unknown field 'colour'"),
         (lambda d: d.pop("persona"), "'persona' is required"),
-        (lambda d: d["hidden"]["soft_dependencies"].append({"process": "x", "needs": "y", "p_fail": 0.1}), "unknown component 'x'"),
-        (lambda d: d["hidden"]["soft_dependencies"].append({"process": "api/proc"}), "needs exactly process, needs, p_fail"),
+        (
+            lambda d: d["hidden"]["soft_dependencies"].append(
+                {"process": "x", "needs": "y", "p_fail": 0.1}
+            ),
+            "unknown component 'x'",
+        ),
+        (
+            lambda d: d["hidden"]["soft_dependencies"].append({"process": "api/proc"}),
+            "needs exactly process, needs, p_fail",
+        ),
         (lambda d: d["hidden"].update(demand={"nope": {"mu": 1}}), "not a process"),
     ],
 )

@@ -124,7 +124,7 @@ def init_cmd(url: str, encrypt: bool, key_file: str | None, pack_size: int, as_j
     "--no-delta", is_flag=True, help="Do not delta-compress against the previous version."
 )
 @_json_opt
-@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 def put_cmd(
     store_url: str,
     key_file: str | None,
@@ -137,9 +137,10 @@ def put_cmd(
     deps: tuple[str, ...],
     no_delta: bool,
     as_json: bool,
-    directory: str,
+    paths: tuple[str, ...],
 ) -> None:
-    """Store DIRECTORY as the next version of HOST (query metadata later with `ls --meta`)."""
+    """Store DIR (its contents) or several files/folders (each under its own name) as the
+    next version of HOST. Query the metadata later with `ls --meta`."""
     from persona.store import PutOptions, put
 
     md = _parse_meta(meta)
@@ -151,7 +152,8 @@ def put_cmd(
         md["criu"] = criu
     repo = _open(store_url, key_file)
     t0 = time.perf_counter()
-    v = put(repo, directory, host, PutOptions(tags=tags, meta=md, delta=not no_delta))
+    source: str | list[str] = paths[0] if len(paths) == 1 else list(paths)
+    v = put(repo, source, host, PutOptions(tags=tags, meta=md, delta=not no_delta))
     dt = time.perf_counter() - t0
     snap = repo.load_snapshot(v.snapshot)
     info = {

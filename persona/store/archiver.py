@@ -79,16 +79,39 @@ class _ParentMap:
         return self.ids[j]
 
 
-def _walk(root: Path) -> list[tuple[str, Path, os.stat_result]]:
+def _walk(root: Path, prefix: str = "") -> list[tuple[str, Path, os.stat_result]]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
         d = Path(dirpath)
         for name in sorted(dirnames) + sorted(filenames):
             p = d / name
-            rel = p.relative_to(root).as_posix()
+            rel = prefix + p.relative_to(root).as_posix()
             check_relpath(rel)
             out.append((rel, p, p.lstat()))
+    out.sort(key=lambda t: t[0])
+    return out
+
+
+def collect(sources: list[Path]) -> list[tuple[str, Path, os.stat_result]]:
+    """What a put stores: one folder's contents, or several files/folders under their names."""
+    if len(sources) == 1 and sources[0].is_dir() and not sources[0].is_symlink():
+        return _walk(sources[0])
+    out: list[tuple[str, Path, os.stat_result]] = []
+    seen: set[str] = set()
+    for src in sources:
+        name = src.absolute().name
+        if name in seen:
+            raise StoreError(f"two sources are both named {name!r}; put them in one folder instead")
+        seen.add(name)
+        try:
+            st = src.lstat()
+        except OSError as e:
+            raise StoreError(f"cannot read {src}: {e}") from e
+        check_relpath(name)
+        out.append((name, src, st))
+        if src.is_dir() and not src.is_symlink():
+            out.extend(_walk(src, name + "/"))
     out.sort(key=lambda t: t[0])
     return out
 
@@ -115,14 +138,23 @@ def _pages_id(name: str) -> int | None:
 
 
 def put(
-    repo: Repository, source: str | os.PathLike[str], host: str, opts: PutOptions | None = None
+    repo: Repository,
+    source: str | os.PathLike[str] | list[str | os.PathLike[str]] | list[Path],
+    host: str,
+    opts: PutOptions | None = None,
 ) -> Version:
-    """Store folder ``source`` as the next version of ``host``; returns the new version."""
+    """Store ``source`` as the next version of ``host``; returns the new version.
+
+    ``source`` is a folder (its contents are stored) or a list of files and folders (each
+    stored under its own name)."""
     opts = opts or PutOptions()
     check_host(host)
-    root = Path(source)
-    if not root.is_dir():
-        raise StoreError(f"{root} is not a directory; put stores a folder")
+    sources = [Path(p) for p in source] if isinstance(source, list) else [Path(source)]
+    if not sources:
+        raise StoreError("nothing to put: give a folder or files")
+    for src in sources:
+        if not src.exists() and not src.is_symlink():
+            raise StoreError(f"{src} does not exist; put stores a folder or files")
     for k in opts.meta:
         if not k or "=" in k:
             raise StoreError(f"invalid metadata key {k!r}")
@@ -143,7 +175,7 @@ def put(
                     e,
                 )
                 parent_snap = None
-        entries = _walk(root)
+        entries = collect(sources)
         pagemaps = _pagemaps(entries)
         session = PackSession(repo)
         files: list[FileEntry] = []

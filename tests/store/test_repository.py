@@ -281,7 +281,7 @@ def test_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         Repository.init(str(tmp_path / "s"))
     with pytest.raises(StoreError, match="invalid host"):
         put(repo, tmp_path, "../etc")
-    with pytest.raises(StoreError, match="not a directory"):
+    with pytest.raises(StoreError, match="does not exist"):
         put(repo, tmp_path / "missing", "h")
     with pytest.raises(StoreError, match="no versions"):
         repo.resolve("h", "latest")
@@ -339,3 +339,28 @@ def test_threaded_pipeline_matches_serial(
         restore(Repository.open(str(tmp_path / f"s{threads}")), v, out)
         assert tree_bytes(out) == tree_bytes(image_versions[-1])
     assert maps[0] == maps[1]  # identical chunking, ids and extent maps
+
+
+def test_put_files_and_folders_under_their_names(
+    tmp_path: Path, image_versions: list[Path]
+) -> None:
+    repo = Repository.init(str(tmp_path / "s"))
+    src = image_versions[0]
+    v = put(repo, [src / "pages-1.img", src / "pagemap-1.img", src / "fs"], "h")
+    snap = repo.load_snapshot(v.snapshot)
+    assert {f.path for f in snap.files} == {
+        "pages-1.img",
+        "pagemap-1.img",
+        "fs",
+        "fs/rootfs-diff.tar",
+        "fs/empty",
+        "fs/sub",
+    }
+    out = tmp_path / "out"
+    restore(repo, v, out)
+    assert (out / "pages-1.img").read_bytes() == (src / "pages-1.img").read_bytes()
+    assert tree_bytes(out / "fs") == tree_bytes(src / "fs")
+    with pytest.raises(StoreError, match="both named"):
+        put(repo, [src / "fs", image_versions[1] / "fs"], "h")
+    with pytest.raises(StoreError, match="nothing to put"):
+        put(repo, [], "h")

@@ -15,7 +15,7 @@ import mmap
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,7 +139,7 @@ def _pages_id(name: str) -> int | None:
 
 def put(
     repo: Repository,
-    source: str | os.PathLike[str] | list[str | os.PathLike[str]] | list[Path],
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     host: str,
     opts: PutOptions | None = None,
 ) -> Version:
@@ -149,7 +149,7 @@ def put(
     stored under its own name)."""
     opts = opts or PutOptions()
     check_host(host)
-    sources = [Path(p) for p in source] if isinstance(source, list) else [Path(source)]
+    sources = [Path(source)] if isinstance(source, str | os.PathLike) else [Path(p) for p in source]
     if not sources:
         raise StoreError("nothing to put: give a folder or files")
     for src in sources:

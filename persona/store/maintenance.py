@@ -13,7 +13,7 @@ from blake3 import blake3
 
 from persona.errors import IntegrityError, StoreError
 from persona.store.backend import ObjectNotFound
-from persona.store.delta import DELTA, Encoded
+from persona.store.delta import DELTA_KINDS, Encoded
 from persona.store.local import LocalBackend
 from persona.store.locks import LeaseLock, read_locks
 from persona.store.policy import Policy, Version, apply_policy
@@ -148,11 +148,11 @@ def _check_blob(
         if first:
             rep.errors.append(f"{where}: blob {bid} is in pack {e.pack}, which is missing")
         return False
-    if e.kind == DELTA:
+    if e.kind in DELTA_KINDS:
         if e.base is None or e.base not in repo.index:
             rep.errors.append(f"{where}: delta blob {bid} has a missing base {e.base}")
             return False
-        if repo.index[e.base].kind == DELTA:
+        if repo.index[e.base].kind in DELTA_KINDS:
             rep.errors.append(f"{where}: delta blob {bid} has a delta base (chain too deep)")
             return False
         users.setdefault(e.base, where)
@@ -254,7 +254,7 @@ def gc(
                 raise IntegrityError(
                     f"gc stopped, nothing deleted: blob {bid} is missing; run verify"
                 )
-            if ent.kind == DELTA and ent.base:
+            if ent.kind in DELTA_KINDS and ent.base:
                 live.add(ent.base)
         # sweep plan
         pack_info = {b.name.rsplit("/", 1)[1]: b for b in repo.backend.list("data/")}

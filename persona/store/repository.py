@@ -33,7 +33,7 @@ from persona.errors import IntegrityError, StoreError
 from persona.store.backend import Backend, ObjectNotFound
 from persona.store.chunker import CdcChunking, PageChunking
 from persona.store.crypto import AesCodec, Codec, load_key_material, new_encryption, open_encryption
-from persona.store.delta import DELTA, Encoded, decode
+from persona.store.delta import DELTA_KINDS, KIND_NAMES, Encoded, decode
 from persona.store.manifest import (
     ExtentMap,
     Snapshot,
@@ -56,7 +56,7 @@ class IndexEntry:
     offset: int
     length: int  # stored (sealed) length in the pack
     raw_len: int  # plaintext length
-    kind: int  # delta.RAW / ZSTD / DELTA
+    kind: int  # delta.RAW / ZSTD / DELTA / XDELTA
     base: str | None
 
     def to_row(self) -> list[Any]:
@@ -294,7 +294,7 @@ class Repository:
         e = self.entry(bid)
         stored = self.read_stored(e)
         base = None
-        if e.kind == DELTA:
+        if e.kind in DELTA_KINDS:
             if _depth > 0 or e.base is None:
                 raise IntegrityError(f"blob {bid} in pack {e.pack}: delta chain deeper than 1")
             try:
@@ -316,7 +316,7 @@ class Repository:
     def full_base(self, bid: str) -> str:
         """The non-delta blob to delta-compress against when ``bid`` is the positional parent."""
         e = self.entry(bid)
-        return e.base if e.kind == DELTA and e.base else bid
+        return e.base if e.kind in DELTA_KINDS and e.base else bid
 
     def read_extent_map(self, map_id: str) -> ExtentMap:
         return decode_extent_map(self.read_blob(map_id), f"extent map {map_id}")
@@ -417,7 +417,7 @@ class Repository:
         stored = sum(p.size for p in packs)
         kinds: dict[str, int] = {}
         for e in self.index.values():
-            name = {0: "raw", 1: "zstd", 2: "delta"}.get(e.kind, "?")
+            name = KIND_NAMES.get(e.kind, "?")
             kinds[name] = kinds.get(name, 0) + 1
         return {
             "location": self.backend.location,
@@ -476,7 +476,7 @@ class PackSession:
         self.known.add(bid)
         self.added_bytes += len(sealed)
         self.new_blobs += 1
-        self.delta_blobs += enc.kind == DELTA
+        self.delta_blobs += enc.kind in DELTA_KINDS
         if len(self.buf) >= self.repo.pack_size:
             self.flush()
 

@@ -18,7 +18,7 @@ from persona.store.criu import (
     parse_pagemap,
     write_pagemap,
 )
-from persona.store.delta import DELTA, RAW, ZSTD, decode, delta_base, encode
+from persona.store.delta import DELTA, DELTA_KINDS, RAW, XDELTA, ZSTD, decode, delta_base, encode
 from persona.store.diff import changed_bytes, diff_snapshots
 from persona.store.manifest import (
     FileEntry,
@@ -165,7 +165,7 @@ def test_pagemap_addresses_skip_parent_pages() -> None:
 @given(st.binary(max_size=20000), st.one_of(st.none(), st.binary(min_size=1, max_size=20000)))
 def test_encode_decode_roundtrip(data: bytes, base: bytes | None) -> None:
     enc = encode(data, base=base, base_id="ab" * 32 if base else None)
-    base_used = base if enc.kind == DELTA else None
+    base_used = base if enc.kind in DELTA_KINDS else None
     assert decode(enc.payload, base_used, raw_len=len(data)) == data
     assert len(enc.payload) <= len(data) + 1  # never worse than raw
 
@@ -175,9 +175,17 @@ def test_delta_chosen_when_smaller() -> None:
     new = bytearray(base)
     new[100:164] = os.urandom(64)
     enc = encode(bytes(new), base=base, base_id="cd" * 32)
-    assert enc.kind == DELTA and enc.base == "cd" * 32 and delta_base(enc.payload) == "cd" * 32
+    # modified in place: the cheap xor delta wins
+    assert enc.kind == XDELTA and enc.base == "cd" * 32 and delta_base(enc.payload) == "cd" * 32
     assert len(enc.payload) < 1000
-    assert encode(os.urandom(5000)).kind == RAW
+    assert decode(enc.payload, base, raw_len=len(new)) == bytes(new)
+    # shifted content: xor is useless, the dictionary delta finds the match
+    shifted = b"xyz" + base[:-3]
+    enc = encode(shifted, base=base, base_id="ef" * 32)
+    assert enc.kind == DELTA and len(enc.payload) < 1000
+    assert decode(enc.payload, base, raw_len=len(shifted)) == shifted
+    # unrelated base: plain encodings
+    assert encode(os.urandom(5000), base=os.urandom(5000), base_id="00" * 32).kind == RAW
     assert encode(b"a" * 5000).kind == ZSTD
 
 

@@ -56,6 +56,7 @@ GLOBAL_FEATURES = (
     "io_mb_s",  # host I/O MB/s / 1000
 )
 COL = {name: i for i, name in enumerate(NODE_FEATURES)}
+assert [COL[c] - len(STATIC_NODE) for c in DYNAMIC_NODE] == list(range(9))  # observe() relies on it
 assert (COL["running"], COL["done"]) == (COL["pending"] + RUNNING, COL["pending"] + DONE)
 _STATUS = slice(COL["pending"], COL["pending"] + 3)
 _ONE_HOT = np.eye(3, dtype=np.float32)
@@ -114,17 +115,22 @@ def observe(p: EpisodeParams, s: SimState, st: StaticObs) -> dict[str, np.ndarra
     n = p.n
     cfg = p.config
     nodes = st.nodes.copy()
-    pending = s.status == PENDING
-    nodes[:n, _STATUS] = _ONE_HOT[s.status]  # pending, running, done
-    nodes[:n, COL["backoff"]] = pending & (s.ready_at > s.t)
-    nodes[:n, COL["ready"]] = startable(p, s)
-    nodes[:n, COL["remaining"]] = np.where(s.status == RUNNING, s.remaining, 0.0)
-    nodes[:n, COL["level"]] = (s.level + 1) / cfg.n_levels
-    nodes[:n, COL["attempts"]] = s.attempts / cfg.max_attempts
-    nodes[:n, COL["alloc_frac"]] = s.alloc / p.host.cpu_cores
+    dyn = nodes[:n, N_STATIC:]  # a view: the dynamic columns, in DYNAMIC_NODE order
+    dyn[:, :3] = _ONE_HOT[s.status]  # pending, running, done
+    if s.backoff:
+        dyn[:, 3] = (s.status == PENDING) & (s.ready_at > s.t)
+    dyn[:, 4] = startable(p, s)
+    dyn[:, 5] = s.remaining  # 0 unless running
+    dyn[:, 6] = s.level
+    dyn[:, 6] += 1.0
+    dyn[:, 6] *= 1.0 / cfg.n_levels
+    dyn[:, 7] = s.attempts
+    dyn[:, 7] *= 1.0 / cfg.max_attempts
+    dyn[:, 8] = s.alloc
+    dyn[:, 8] *= 1.0 / p.host.cpu_cores
     c = p.host.cpu_cores
     n_run = float(s.n_running)
-    done = float(np.count_nonzero(s.status == DONE))
+    counts = np.bincount(s.status, minlength=3)
     g = np.array(
         [
             s.t / cfg.max_time_s,
@@ -132,8 +138,8 @@ def observe(p: EpisodeParams, s: SimState, st: StaticObs) -> dict[str, np.ndarra
             (p.host.slots - n_run) / p.host.slots,
             float(s.alloc.sum()) / c,
             p.peak_load / c,
-            done / n,
-            float(np.count_nonzero(pending)) / n,
+            counts[DONE] / n,
+            counts[PENDING] / n,
             s.n_failures / n,
             n / st.node_mask.shape[0],
             p.host.slots / 8.0,

@@ -137,8 +137,46 @@ PROCESS_ROLES = tuple(ROLE_PROFILE)
 MODULES = ("nf_conntrack", "overlay", "br_netfilter", "xt_conntrack", "veth")
 
 
-def _logu(rng: np.random.Generator, lo: float, hi: float) -> float:
-    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+class Draws:
+    """Uniform draws taken from a numpy Generator in blocks.
+
+    Generating a persona needs ~50 small random choices; one Generator call per choice
+    costs more than the rest of the generator. Deterministic given the Generator's state.
+    """
+
+    def __init__(self, rng: np.random.Generator, block: int = 64) -> None:
+        self.rng = rng
+        self.block = block
+        self.buf: list[float] = []
+
+    def random(self) -> float:
+        if not self.buf:
+            self.buf = self.rng.random(self.block).tolist()
+        return self.buf.pop()
+
+    def uniform(self, lo: float, hi: float) -> float:
+        return lo + (hi - lo) * self.random()
+
+    def logu(self, lo: float, hi: float) -> float:
+        """Log-uniform in [lo, hi]."""
+        return math.exp(self.uniform(math.log(lo), math.log(hi)))
+
+    def integer(self, lo: int, hi: int) -> int:
+        """Uniform integer in [lo, hi] (inclusive)."""
+        return min(lo + int(self.random() * (hi - lo + 1)), hi)
+
+    def pick(self, options: tuple[str, ...]) -> str:
+        return options[self.integer(0, len(options) - 1)]
+
+    def shuffle(self, items: list[Any]) -> None:
+        for i in range(len(items) - 1, 0, -1):  # Fisher-Yates
+            j = self.integer(0, i)
+            items[i], items[j] = items[j], items[i]
+
+    def permutation(self, n: int) -> list[int]:
+        order = list(range(n))
+        self.shuffle(order)
+        return order
 
 
 @dataclass(frozen=True)
@@ -146,45 +184,38 @@ class FamilySpec:
     name: str
     default_components: tuple[int, int]
     slots: tuple[int, int]
-    roles: Callable[[np.random.Generator], Iterator[str]]
+    roles: Callable[[Draws], Iterator[str]]
     memory_scale: float = 1.0
     fs_mb: tuple[float, float] = (10, 400)
     io_mb_s: tuple[float, float] = (250, 600)
     fs_prob: float = 0.6
 
 
-def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
-    return options[int(rng.integers(len(options)))]  # (much cheaper than rng.choice)
-
-
-def _web_roles(rng: np.random.Generator) -> Iterator[str]:
+def _web_roles(d: Draws) -> Iterator[str]:
     first = ["db", "cache", "app", "proxy"]
-    rng.shuffle(first)
+    d.shuffle(first)
     yield from first
     while True:
-        yield _pick(rng, ("app", "app", "worker", "queue", "cache"))
+        yield d.pick(("app", "app", "worker", "queue", "cache"))
 
 
-def _db_roles(rng: np.random.Generator) -> Iterator[str]:
-    first = ["db", "app", "db"]
-    yield from first
+def _db_roles(d: Draws) -> Iterator[str]:
+    yield from ("db", "app", "db")
     while True:
-        yield _pick(
-            rng, ("db", "db", "db", "db", "worker", "worker", "worker", "app", "app", "cache")
-        )
+        yield d.pick(("db", "db", "db", "db", "worker", "worker", "worker", "app", "app", "cache"))
 
 
-def _micro_roles(rng: np.random.Generator) -> Iterator[str]:
+def _micro_roles(d: Draws) -> Iterator[str]:
     first = ["queue", "cache", "app", "db"]
-    rng.shuffle(first)
+    d.shuffle(first)
     yield from first
     while True:
-        yield _pick(rng, ("app", "sidecar", "worker", "app"))
+        yield d.pick(("app", "sidecar", "worker", "app"))
 
 
-def _random_roles(rng: np.random.Generator) -> Iterator[str]:
+def _random_roles(d: Draws) -> Iterator[str]:
     while True:
-        yield _pick(rng, PROCESS_ROLES)
+        yield d.pick(PROCESS_ROLES)
 
 
 FAMILIES: dict[str, FamilySpec] = {
@@ -200,8 +231,9 @@ FAMILIES: dict[str, FamilySpec] = {
 MIXED = ("web-tier", "db-heavy", "microservices", "random-dag")
 
 
-def generate(family: str, n: int, rng: np.random.Generator) -> Scenario:
+def generate(family: str, n: int, rng: np.random.Generator | Draws) -> Scenario:
     """Generate one scenario of ``family`` with exactly ``n`` components."""
+    d = rng if isinstance(rng, Draws) else Draws(rng)
     spec = FAMILIES[family]
     if n < 2:
         raise ScenarioError(f"generator://{family}-v0 needs components >= 2, got {n}")
@@ -209,19 +241,19 @@ def generate(family: str, n: int, rng: np.random.Generator) -> Scenario:
     n_net = 1 if n >= 4 else 0
     budget = n - n_mod - n_net
     comps: list[Component] = []
-    modules = [MODULES[k] for k in rng.permutation(len(MODULES))[:n_mod]]
+    modules = [MODULES[k] for k in d.permutation(len(MODULES))[:n_mod]]
     for k, m in enumerate(modules):
         comps.append(
             Component(
                 name=f"kmod-{m}",
                 kind=ComponentKind.KERNEL_MODULE,
-                size_bytes=int(_logu(rng, 40, 600) * 1024),
+                size_bytes=int(d.logu(40, 600) * 1024),
                 depends_on=(f"kmod-{modules[k - 1]}",) if k else (),
                 role="system",
                 attributes={"load_position": k, "parameters": {}},
             )
         )
-    roles = spec.roles(rng)
+    roles = spec.roles(d)
     services: list[tuple[str, list[Component]]] = []
     counter: dict[str, int] = {}
     while budget > 0:
@@ -230,15 +262,15 @@ def generate(family: str, n: int, rng: np.random.Generator) -> Scenario:
         svc = f"{role}-{counter[role]}"
         parts: list[Component] = []
         deps: list[str] = []
-        want_cfg = budget >= 2 and rng.random() < 0.85
-        want_fs = budget >= 2 + int(want_cfg) and rng.random() < spec.fs_prob
+        want_cfg = budget >= 2 and d.random() < 0.85
+        want_fs = budget >= 2 + int(want_cfg) and d.random() < spec.fs_prob
         if want_fs:
             fs_deps = tuple(c.name for c in comps if c.name in ("kmod-overlay",))
             parts.append(
                 Component(
                     name=f"{svc}/fs",
                     kind=ComponentKind.FILESYSTEM,
-                    size_bytes=int(_logu(rng, *spec.fs_mb) * MB),
+                    size_bytes=int(d.logu(*spec.fs_mb) * MB),
                     depends_on=fs_deps,
                     role="storage",
                     attributes={"container": svc},
@@ -250,7 +282,7 @@ def generate(family: str, n: int, rng: np.random.Generator) -> Scenario:
                 Component(
                     name=f"{svc}/config",
                     kind=ComponentKind.CONFIG,
-                    size_bytes=int(_logu(rng, 2, 64) * 1024),
+                    size_bytes=int(d.logu(2, 64) * 1024),
                     depends_on=tuple(deps),
                     role=role,
                     attributes={"container": svc},
@@ -258,9 +290,9 @@ def generate(family: str, n: int, rng: np.random.Generator) -> Scenario:
             )
             deps.append(f"{svc}/config")
         mem_range, cpu_range = ROLE_PROFILE[role]
-        mem_mb = _logu(rng, mem_range[0] * spec.memory_scale, mem_range[1] * spec.memory_scale)
-        usage = _logu(rng, *cpu_range)
-        peak = usage * rng.uniform(1.2, 2.0)
+        mem_mb = d.logu(mem_range[0] * spec.memory_scale, mem_range[1] * spec.memory_scale)
+        usage = d.logu(*cpu_range)
+        peak = usage * d.uniform(1.2, 2.0)
         parts.append(
             Component(
                 name=f"{svc}/proc",
@@ -281,18 +313,18 @@ def generate(family: str, n: int, rng: np.random.Generator) -> Scenario:
         )
         services.append((svc, parts))
         budget -= len(parts)
-    order = rng.permutation(len(services))  # captured order: the engine's listing order
+    order = d.permutation(len(services))  # captured order: the engine's listing order
     for k in order:
         comps.extend(services[k][1])
     procs = [c for c in comps if c.is_process]
     if family == "random-dag":
         # extra random hard edges between processes, along a random order
-        perm = rng.permutation(len(procs))
+        perm = d.permutation(len(procs))
         ranked = [procs[i].name for i in perm]
         extra: dict[str, list[str]] = {}
         for a in range(len(ranked)):
             for b in range(a):
-                if rng.random() < 0.2:
+                if d.random() < 0.2:
                     extra.setdefault(ranked[a], []).append(ranked[b])
         comps = [replace(c, depends_on=c.depends_on + tuple(extra.get(c.name, ()))) for c in comps]
         procs = [c for c in comps if c.is_process]
@@ -301,10 +333,10 @@ def generate(family: str, n: int, rng: np.random.Generator) -> Scenario:
             Component(
                 name="network",
                 kind=ComponentKind.NETWORK,
-                size_bytes=int(_logu(rng, 4, 64) * 1024),
+                size_bytes=int(d.logu(4, 64) * 1024),
                 depends_on=tuple(c.name for c in procs),
                 role="system",
-                attributes={"connections": int(rng.integers(4, 200))},
+                attributes={"connections": d.integer(4, 199)},
             )
         )
     sum_peak = sum(c.resources.cpu_peak_cores for c in procs if c.resources)
@@ -324,18 +356,16 @@ def generate(family: str, n: int, rng: np.random.Generator) -> Scenario:
         apps = [c.name for c in procs if c.role == "app"]
         for a in apps:
             others = [b for b in apps if b != a]
-            if others:
-                for b in rng.choice(
-                    others, size=min(len(others), 1 + int(rng.random() < 0.5)), replace=False
-                ):
-                    calls.add((a, str(b)))
+            d.shuffle(others)
+            for b in others[: 1 + int(d.random() < 0.5)]:
+                calls.add((a, b))
     soft, mu, sd = hidden_from_roles(manifest, calls)
     lo, hi = spec.slots
     host = HostSpec(
-        slots=int(rng.integers(lo, hi + 1)),
+        slots=d.integer(lo, hi),
         # the original host was sized for its processes' true demand, with some headroom
-        cpu_cores=round(max(2.0, sum_demand * rng.uniform(1.1, 1.3)), 2),
-        io_mb_s=round(rng.uniform(*spec.io_mb_s), 1),
+        cpu_cores=round(max(2.0, sum_demand * d.uniform(1.1, 1.3)), 2),
+        io_mb_s=round(d.uniform(*spec.io_mb_s), 1),
     )
     return Scenario(
         name=f"{family}-v0#n{n}",
@@ -364,11 +394,10 @@ class GeneratorSource:
         return self.components[1]
 
     def sample(self, rng: np.random.Generator) -> Scenario:
-        family = self.family
-        if family == "mixed":
-            family = MIXED[int(rng.integers(len(MIXED)))]
+        d = Draws(rng)
+        family = d.pick(MIXED) if self.family == "mixed" else self.family
         lo, hi = self.components
-        return generate(family, int(rng.integers(lo, hi + 1)), rng)
+        return generate(family, d.integer(lo, hi), d)
 
 
 # ---------------------------------------------------------------------------------------

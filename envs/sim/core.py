@@ -53,7 +53,9 @@ class SimState:
     t: float
     status: np.ndarray  # int8 [n]: PENDING / RUNNING / DONE
     level: np.ndarray  # int8 [n]: allocation level of the current/last attempt, -1 if none
-    remaining: np.ndarray  # float [n]: fraction of the current attempt's work left
+    remaining: (
+        np.ndarray
+    )  # float [n]: fraction of the running attempt's work left (0 if not running)
     attempts: np.ndarray  # int16 [n]: finished failed attempts
     ready_at: np.ndarray  # float [n]: earliest start (back-off)
     will_fail: np.ndarray  # bool [n]: the running attempt will fail at its end
@@ -61,7 +63,8 @@ class SimState:
     latent: np.ndarray  # bool [n]: done with a latent fault
     alloc: np.ndarray  # float [n]: CPU cores allocated to (running or done) processes
     parents_left: np.ndarray  # int16 [n]: hard parents not yet done
-    n_running: int = 0
+    running: tuple[int, ...] = ()  # components being restored
+    backoff: tuple[int, ...] = ()  # pending components whose retry back-off may not be over
     background: float = 0.0  # CPU cores used by restored processes
     n_failures: int = 0
     terminal: bool = False
@@ -71,6 +74,10 @@ class SimState:
     checks: tuple[tuple[str, bool, bool, int], ...] = ()  # (check, passed, first_round, fixes)
     remediation_s: float = 0.0
     first_alloc: np.ndarray | None = None  # allocations the first validation round measured
+
+    @property
+    def n_running(self) -> int:
+        return len(self.running)
 
 
 def _replace(s: SimState, **changes: Any) -> SimState:
@@ -89,7 +96,7 @@ def initial(p: EpisodeParams) -> SimState:
         t=0.0,
         status=np.zeros(n, dtype=np.int8),
         level=np.full(n, -1, dtype=np.int8),
-        remaining=np.ones(n),
+        remaining=np.zeros(n),
         attempts=np.zeros(n, dtype=np.int16),
         ready_at=np.zeros(n),
         will_fail=np.zeros(n, dtype=bool),
@@ -121,7 +128,7 @@ def can_wait(p: EpisodeParams, s: SimState) -> bool:
     """Waiting is meaningful only if something will happen: a restore ends or a back-off expires."""
     if s.terminal:
         return False
-    return bool((s.status == RUNNING).any() or ((s.status == PENDING) & (s.ready_at > s.t)).any())
+    return bool(s.running) or any(s.ready_at[i] > s.t for i in s.backoff)
 
 
 def action_mask(p: EpisodeParams, s: SimState, n_max: int) -> np.ndarray:
@@ -144,7 +151,7 @@ def allocation(p: EpisodeParams, i: int, level: int) -> float:
 # time
 
 
-def _durations(p: EpisodeParams, s: SimState, run: list[int]) -> list[float]:
+def _durations(p: EpisodeParams, s: SimState, run: tuple[int, ...]) -> list[float]:
     """Current full-attempt duration (s) of each running restore, at today's shares."""
     cfg, L = p.config, p.lists
     asks = [
@@ -169,57 +176,66 @@ def _durations(p: EpisodeParams, s: SimState, run: list[int]) -> list[float]:
 
 def advance(p: EpisodeParams, s: SimState, until: float | None = None) -> SimState:
     """Advance to the next event (a restore ends or a back-off expires), or to ``until``."""
-    run = np.flatnonzero(s.status == RUNNING)
-    t_next = np.inf
-    full = np.empty(0)
-    if run.size:
-        full = np.array(_durations(p, s, run.tolist()))
-        t_next = s.t + float((s.remaining[run] * full).min())
-    waiting = (s.status == PENDING) & (s.ready_at > s.t)
-    if waiting.any():
-        t_next = min(t_next, float(s.ready_at[waiting].min()))
-    if until is not None:
-        t_next = min(t_next, until)
-    if not np.isfinite(t_next):
+    run = s.running
+    t_next = float("inf")
+    full: list[float] = []
+    if run:
+        full = _durations(p, s, run)
+        rem = s.remaining
+        t_next = s.t + min(float(rem[i]) * f for i, f in zip(run, full, strict=True))
+    for i in s.backoff:
+        r = float(s.ready_at[i])
+        if s.t < r < t_next:
+            t_next = r
+    if until is not None and until < t_next:
+        t_next = until
+    if t_next == float("inf"):
         return s
     dt = t_next - s.t
+    changes: dict[str, Any] = {"t": t_next}
+    if s.backoff:
+        changes["backoff"] = tuple(i for i in s.backoff if s.ready_at[i] > t_next)
+    if not run:
+        return _replace(s, **changes)
     remaining = s.remaining.copy()
-    status, attempts, ready_at = s.status, s.attempts, s.ready_at
-    latent, alloc, level, n_fail = s.latent, s.alloc, s.level, s.n_failures
-    parents_left, n_running, background = s.parents_left, s.n_running, s.background
-    if run.size:
-        remaining[run] = np.maximum(remaining[run] - dt / full, 0.0)
-        finished = run[remaining[run] <= 1e-9]
-        if finished.size:
-            status, attempts, ready_at = status.copy(), attempts.copy(), ready_at.copy()
-            latent, alloc, level = latent.copy(), alloc.copy(), level.copy()
-            parents_left = parents_left.copy()
-            n_running -= int(finished.size)
-            for i in finished:
-                if s.will_fail[i]:
-                    status[i] = PENDING
-                    attempts[i] += 1
-                    ready_at[i] = t_next + p.config.backoff_base_s * 2.0 ** (attempts[i] - 1)
-                    remaining[i] = 1.0
-                    alloc[i] = 0.0
-                    level[i] = -1
-                    n_fail += 1
-                else:
-                    status[i] = DONE
-                    remaining[i] = 0.0
-                    latent[i] = bool(s.will_latent[i])
-                    parents_left -= p.parents[:, i]
-                    if p.lists.is_process[i]:
-                        background += p.config.background_factor * min(
-                            float(alloc[i]), p.lists.demand[i]
-                        )
+    finished = []
+    for i, f in zip(run, full, strict=True):
+        r = float(remaining[i]) - dt / f
+        if r <= 1e-9:
+            finished.append(i)
+            r = 0.0
+        remaining[i] = r
+    changes["remaining"] = remaining
+    if not finished:
+        return _replace(s, **changes)
+    status, attempts, ready_at = s.status.copy(), s.attempts.copy(), s.ready_at.copy()
+    latent, alloc, level = s.latent.copy(), s.alloc.copy(), s.level.copy()
+    parents_left = s.parents_left.copy()
+    background, n_fail = s.background, s.n_failures
+    backoff = list(changes.pop("backoff", s.backoff))
+    for i in finished:
+        if s.will_fail[i]:
+            status[i] = PENDING
+            attempts[i] += 1
+            ready_at[i] = t_next + p.config.backoff_base_s * 2.0 ** (attempts[i] - 1)
+            backoff.append(i)
+            remaining[i] = 0.0
+            alloc[i] = 0.0
+            level[i] = -1
+            n_fail += 1
+        else:
+            status[i] = DONE
+            latent[i] = bool(s.will_latent[i])
+            parents_left -= p.parents[:, i]
+            if p.lists.is_process[i]:
+                background += p.config.background_factor * min(float(alloc[i]), p.lists.demand[i])
     return _replace(
         s,
+        **changes,
+        running=tuple(i for i in run if i not in finished),
+        backoff=tuple(backoff),
         parents_left=parents_left,
-        n_running=n_running,
         background=background,
-        t=t_next,
-        remaining=remaining,
         status=status,
         attempts=attempts,
         ready_at=ready_at,
@@ -265,7 +281,7 @@ def start(p: EpisodeParams, s: SimState, i: int, level: int) -> SimState:
         will_fail=wf,
         will_latent=wl,
         remaining=rem,
-        n_running=s.n_running + 1,
+        running=tuple(sorted((*s.running, i))),
     )
 
 
@@ -397,7 +413,11 @@ def transition(p: EpisodeParams, s: SimState, action: int, n_max: int) -> tuple[
 
     An invalid action (masked out) never crashes: the restorer idles ``invalid_action_s``.
     """
-    valid = 0 <= action <= n_max * p.config.n_levels and bool(action_mask(p, s, n_max)[action])
+    L = p.config.n_levels
+    if action == n_max * L:
+        valid = can_wait(p, s)
+    else:
+        valid = 0 <= action < p.n * L and bool(startable(p, s)[action // L])
     if not valid:
         target = min(s.t + p.config.invalid_action_s, p.config.max_time_s)
         while s.t < target:  # advance stops at each event; idle until the time is used up

@@ -227,24 +227,15 @@ def compile_episode(
     comps = scenario.manifest.components
     n = len(comps)
     idx = scenario.manifest.index()
-    kind = np.array([KIND_INDEX[c.kind] for c in comps], dtype=np.int64)
-    role = np.array([ROLE_INDEX[c.role] for c in comps], dtype=np.int64)
-    is_proc = np.array([c.is_process for c in comps], dtype=bool)
-    size_mb = np.array([c.size_bytes / MB for c in comps], dtype=np.float64)
     parents = np.zeros((n, n), dtype=bool)
+    cols: list[list[float]] = [[] for _ in range(10)]
+    kind_l, role_l, proc_l = [], [], []
     for i, c in enumerate(comps):
-        for d in c.depends_on:
-            parents[i, idx[d]] = True
-    km = [config.kind_models[c.kind] for c in comps]
-    cpu_work = np.array([m.cpu_base_s for m in km]) + size_mb / np.array(
-        [m.cpu_mb_per_core_s for m in km]
-    )
-    io_work = size_mb * np.array([m.io_factor for m in km])
-    serial = np.array([m.serial for m in km])
-    sigma = np.array([m.sigma for m in km])
-    usage = np.zeros(n)
-    peak = np.zeros(n)
-    for i, c in enumerate(comps):
+        for dep in c.depends_on:
+            parents[i, idx[dep]] = True
+        m = config.kind_models[c.kind]
+        size = c.size_bytes / MB
+        usage = peak = 0.0
         if c.is_process:
             r = c.resources
             if r is None:
@@ -252,26 +243,52 @@ def compile_episode(
                     f"scenario {scenario.name!r}: process {c.name!r} has no captured resources; "
                     "the simulator needs cpu_usage_cores and cpu_peak_cores"
                 )
-            usage[i] = max(r.cpu_usage_cores, 0.01)
-            peak[i] = max(r.cpu_peak_cores, usage[i])
+            usage = max(r.cpu_usage_cores, 0.01)
+            peak = max(r.cpu_peak_cores, usage)
+        kind_l.append(KIND_INDEX[c.kind])
+        role_l.append(ROLE_INDEX[c.role])
+        proc_l.append(c.is_process)
+        for col, v in zip(
+            cols,
+            (
+                size,
+                m.cpu_base_s + size / m.cpu_mb_per_core_s,
+                size * m.io_factor,
+                m.serial,
+                m.sigma,
+                usage,
+                peak,
+                scenario.demand_mu.get(c.name, 0.0),
+                scenario.demand_sigma.get(c.name, 0.1),
+                0.0,
+            ),
+            strict=True,
+        ):
+            col.append(v)
+    size_mb, cpu_work, io_work, serial, sigma, usage_a, peak_a, mu, sd, _ = (
+        np.array(c) for c in cols
+    )
+    kind = np.array(kind_l, dtype=np.int64)
+    role = np.array(role_l, dtype=np.int64)
+    is_proc = np.array(proc_l, dtype=bool)
     mid = config.n_levels // 2
-    cores = np.where(is_proc, peak * config.alloc_levels[mid], config.restore_cores[mid])
+    cores = np.where(is_proc, peak_a * config.alloc_levels[mid], config.restore_cores[mid])
     nominal = nominal_duration(
         cpu_work, io_work, serial, np.maximum(cores, 0.05), scenario.host.io_mb_s
     )
-
     soft = np.zeros((n, n))
-    for s in scenario.soft_dependencies:
-        soft[idx[s.process], idx[s.needs]] = s.p_fail
+    for sdep in scenario.soft_dependencies:
+        soft[idx[sdep.process], idx[sdep.needs]] = sdep.p_fail
     R = config.max_attempts
-    # Draw order is fixed so that the same rng state gives the same episode.
-    noise = np.exp(rng.normal(0.0, 1.0, size=(n, R)) * sigma[:, None] - 0.5 * sigma[:, None] ** 2)
-    fail_u = rng.random((n, R))
-    latent_u = rng.random((n, R))
-    z = rng.normal(0.0, 1.0, size=n)
-    mu = np.array([scenario.demand_mu.get(c.name, 0.0) for c in comps])
-    sd = np.array([scenario.demand_sigma.get(c.name, 0.1) for c in comps])
-    demand = np.where(is_proc, peak * np.exp(mu + sd * z), 0.0)
+    # Two draws per episode, in a fixed layout: the same rng state gives the same episode.
+    normal = rng.standard_normal(n * (R + 1))
+    unif = rng.random(2 * n * R)
+    noise = np.exp(normal[: n * R].reshape(n, R) * sigma[:, None] - 0.5 * sigma[:, None] ** 2)
+    fail_u = unif[: n * R].reshape(n, R)
+    latent_u = unif[n * R :].reshape(n, R)
+    z = normal[n * R :]
+    demand = np.where(is_proc, peak_a * np.exp(mu + sd * z), 0.0)
+    usage, peak = usage_a, peak_a
     return EpisodeParams(
         scenario=scenario,
         config=config,

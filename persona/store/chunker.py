@@ -27,9 +27,9 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 @dataclass(frozen=True)
 class PageChunking:
     # a cut after ~1 in 8 pages: ~32 KiB average chunks. With delta compression against the
-    # positional parent a changed chunk costs about its changed bytes, so larger chunks than a
-    # dedup-only store would pick cost little space and save per-chunk time (measured in
-    # docs/store.md: 16 KiB chunks store ~15 % fewer bytes at 1 % dirty, ingest ~10 % slower)
+    # positional parent a changed chunk costs about its changed bytes, so chunks larger than a
+    # dedup-only store would pick cost little space and save per-chunk time (16 KiB chunks
+    # stored somewhat fewer bytes at 1 % dirty pages but ingested and restored more slowly)
     mask_bits: int = 3
     max_pages: int = 64
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from blake3 import blake3
 
-from persona.errors import IntegrityError, StoreError
+from persona.errors import IntegrityError
 from persona.store.backend import ObjectNotFound
 from persona.store.delta import DELTA_KINDS, Encoded
 from persona.store.local import LocalBackend
@@ -343,9 +343,3 @@ def gc(
         repo.drop_cache()
         repo.load_index()
     return res
-
-
-def verify_or_raise(repo: Repository, read_data: bool = False) -> None:
-    rep = verify(repo, read_data=read_data)
-    if not rep.ok:
-        raise StoreError("verify found problems:\n" + "\n".join(rep.errors))

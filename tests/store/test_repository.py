@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from persona.errors import IntegrityError, StoreError
 from persona.store import Policy, PutOptions, Repository, gc, prune, put, restore, verify
@@ -364,3 +366,45 @@ def test_put_files_and_folders_under_their_names(
         put(repo, [src / "fs", image_versions[1] / "fs"], "h")
     with pytest.raises(StoreError, match="nothing to put"):
         put(repo, [], "h")
+
+
+_PAGE_KINDS = st.sampled_from(
+    [b"\x00" * 4096, b"\x01" * 4096, bytes(range(256)) * 16, b"ab" * 2048]
+)
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    pages=st.lists(st.lists(_PAGE_KINDS, max_size=40), min_size=1, max_size=3),
+    blobs=st.dictionaries(
+        st.from_regex(r"[a-z]{1,8}(/[a-z]{1,8})?", fullmatch=True),
+        st.binary(max_size=5000),
+        max_size=4,
+    ),
+)
+def test_property_put_restore_roundtrip(
+    tmp_path_factory: pytest.TempPathFactory, pages: list, blobs: dict
+) -> None:
+    """Any sequence of page images and small files restores byte-identically, every version."""
+    base = tmp_path_factory.mktemp("prop")
+    repo = Repository.init(f"memory://{base.name}")
+    srcs = []
+    for i, plist in enumerate(pages):
+        src = base / f"src{i}"
+        src.mkdir()
+        (src / "pages-1.img").write_bytes(b"".join(plist))
+        for name, data in blobs.items():
+            p = src / "files" / name
+            if p.parent.exists() and not p.parent.is_dir():
+                continue
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if p.is_dir():
+                continue
+            p.write_bytes(data + bytes([i]))
+        srcs.append((put(repo, src, "h"), src))
+    for v, src in srcs:
+        out = base / f"out{v.version}"
+        restore(repo, v, out)
+        assert tree_bytes(out) == tree_bytes(src)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import platform
@@ -22,9 +23,11 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +42,7 @@ from persona.store.synth import (
 )
 
 RESTIC_PASSWORD = "bench-only-password"
+Writer = Callable[[Path], object]  # writes one version's files into a folder
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,11 @@ def _write_image(src: Path, pages: bytes, pagemap: bytes) -> None:
     (src / "pagemap-1.img").write_bytes(pagemap)
 
 
-def image_sequence(cfg: Config, dirty: float):  # type: ignore[no-untyped-def]
+def _write_tar(src: Path, data: bytes) -> None:
+    (src / "rootfs-diff.tar").write_bytes(data)
+
+
+def image_sequence(cfg: Config, dirty: float) -> Iterator[tuple[int, Writer]]:
     """Yields (version, writer) — writer(src) writes that version's CRIU-like image files."""
     rng = np.random.default_rng(cfg.seed + int(dirty * 1000))
     img = make_image(ImageModel(npages=cfg.image_mib * 256, seed=cfg.seed))
@@ -141,20 +149,22 @@ def image_sequence(cfg: Config, dirty: float):  # type: ignore[no-untyped-def]
         if v:
             img = next_version(img, dirty, rng)
         pages, pagemap = img.pages_bytes(), img.pagemap_bytes()
-        yield v, (lambda src, p=pages, m=pagemap: _write_image(src, p, m))
+        yield v, functools.partial(_write_image, pages=pages, pagemap=pagemap)
 
 
-def tar_sequence(cfg: Config):  # type: ignore[no-untyped-def]
+def tar_sequence(cfg: Config) -> Iterator[tuple[int, Writer]]:
     rng = np.random.default_rng(cfg.seed + 99)
     files = make_rootfs(cfg.tar_files, rng)
     for v in range(cfg.versions + 1):
         if v:
             files = mutate_rootfs(files, cfg.tar_change, rng)
         data = rootfs_tar(files)
-        yield v, (lambda src, d=data: (src / "rootfs-diff.tar").write_bytes(d))
+        yield v, functools.partial(_write_tar, data=data)
 
 
-def run_series(name: str, seq, cfg: Config, work: Path, restic: str | None) -> Series:  # type: ignore[no-untyped-def]
+def run_series(
+    name: str, seq: Iterator[tuple[int, Writer]], cfg: Config, work: Path, restic: str | None
+) -> Series:
     s = Series(name)
     base = work / name
     src = base / "src"
@@ -227,11 +237,11 @@ def _assert_same(a: Path, b: Path) -> None:
                 raise RuntimeError(f"restore differs: {g}")
 
 
-def summarize(series: list[Series]) -> dict[str, object]:
+def summarize(series: list[Series]) -> dict[str, Any]:
     """Per series and tool: mean bytes added per version (after the base), ingest and restore MB/s."""
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}
     for s in series:
-        row: dict[str, object] = {}
+        row: dict[str, Any] = {}
         for tool in ("persona", "restic"):
             ms = [m for m in s.measures if m.tool == tool]
             if not ms:
@@ -259,9 +269,9 @@ def summarize(series: list[Series]) -> dict[str, object]:
     return out
 
 
-def targets(summary: dict[str, object]) -> dict[str, object]:
+def targets(summary: dict[str, Any]) -> dict[str, Any]:
     """The issue's targets, evaluated from the measurements."""
-    t: dict[str, object] = {}
+    t: dict[str, Any] = {}
     one = summary.get("mem_dirty1pct")
     if isinstance(one, dict) and "added_ratio_persona_over_restic" in one:
         t["dirty1pct_added_at_most_one_fifth_of_restic"] = (
@@ -286,19 +296,19 @@ def targets(summary: dict[str, object]) -> dict[str, object]:
     return t
 
 
-def plot(series: list[Series], summary: dict[str, object], path: Path) -> None:
+def plot(series: list[Series], summary: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = [s.name for s in series]
-    tools = [t for t in ("persona", "restic") if any(t in summary[n] for n in names)]  # type: ignore[operator]
+    tools = [t for t in ("persona", "restic") if any(t in summary[n] for n in names)]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     x = np.arange(len(names))
     w = 0.8 / max(1, len(tools))
     for i, tool in enumerate(tools):
-        row = [summary[n].get(tool, {}) for n in names]  # type: ignore[union-attr]
+        row = [summary[n].get(tool, {}) for n in names]
         added = [(r.get("mean_added_bytes_per_version") or 0) / 2**20 for r in row]
         ingest = [r.get("mean_ingest_mb_s") or 0 for r in row]
         rest = [r.get("restore_mb_s") or 0 for r in row]
@@ -396,7 +406,15 @@ def main(argv: list[str] | None = None) -> Path:
         for s in series:
             for tool, r in s.restore.items():
                 wr.writerow(
-                    [s.name, tool, "restore_median", "", "", f"{r['seconds']:.4f}", f"{r['mb_s']:.1f}"]
+                    [
+                        s.name,
+                        tool,
+                        "restore_median",
+                        "",
+                        "",
+                        f"{r['seconds']:.4f}",
+                        f"{r['mb_s']:.1f}",
+                    ]
                 )
     plot(series, summary, out / "plot.png")
     print(markdown_table(result))
@@ -404,7 +422,7 @@ def main(argv: list[str] | None = None) -> Path:
     return out
 
 
-def markdown_table(result: dict[str, object]) -> str:
+def markdown_table(result: dict[str, Any]) -> str:
     summary = result["summary"]
     assert isinstance(summary, dict)
     lines = [

@@ -279,7 +279,7 @@ def oracle_ttr(p: EpisodeParams, n_max: int) -> float:
     return oracle_search(p, n_max)[0]
 
 
-POLICIES = {
+POLICIES: dict[str, type[Policy]] = {
     "capture-order": CaptureOrder,
     "random": RandomPolicy,
     "critical-path": CriticalPath,
@@ -291,7 +291,7 @@ BOUNDS = ("oracle",)
 def make_policy(name: str) -> Policy:
     """A baseline by name (learned policies are loaded by :mod:`agents.evaluate`)."""
     try:
-        return POLICIES[name]()  # type: ignore[abstract]
+        return POLICIES[name]()
     except KeyError:
         known = ", ".join([*POLICIES, *BOUNDS])
         raise PolicyError(f"unknown policy {name!r}; use one of {known}") from None

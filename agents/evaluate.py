@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.baselines import BOUNDS, PolicyContext, make_policy, oracle_ttr
+from agents.baselines import BOUNDS, Policy, PolicyContext, make_policy, oracle_ttr
 from envs.restore_env import DEFAULT_MAX_COMPONENTS, RestoreEnv
 from persona.errors import PolicyError
 from persona.model import atomic_write_text
@@ -102,6 +102,15 @@ def _oracle_episode(env: RestoreEnv, seed: int) -> EpisodeResult:
     )
 
 
+def load_policy(policy: str) -> Policy:
+    """A baseline by name, or a learned policy exported by ``persona export`` (``*.onnx``)."""
+    if policy.endswith(".onnx"):
+        from persona.restorer.policy import OnnxRestorePolicy
+
+        return OnnxRestorePolicy(policy)
+    return make_policy(policy)
+
+
 def evaluate(
     policy: str,
     scenarios: str,
@@ -109,7 +118,7 @@ def evaluate(
     seed: int,
     max_components: int = DEFAULT_MAX_COMPONENTS,
 ) -> EvalResult:
-    """Evaluate one policy (a baseline name or ``oracle``) on ``episodes`` seeded episodes."""
+    """Evaluate one policy (a baseline name, ``oracle`` or an ``.onnx`` file) on seeded episodes."""
     if episodes < 1:
         raise PolicyError(f"episodes must be >= 1, got {episodes}")
     env = RestoreEnv(scenario=scenarios, max_components=max_components)
@@ -117,7 +126,7 @@ def evaluate(
     if policy in BOUNDS:
         results = [_oracle_episode(env, seed + k) for k in range(episodes)]
     else:
-        pol = make_policy(policy)
+        pol = load_policy(policy)
         results = [run_episode(env, pol, seed + k) for k in range(episodes)]
     return EvalResult(policy, scenarios, episodes, seed, tuple(results))
 

@@ -54,7 +54,7 @@ Version History
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -70,8 +70,8 @@ DEFAULT_SCENARIO = "generator://mixed-v0?components=5-16"
 DEFAULT_MAX_COMPONENTS = 24
 
 
-class RestoreEnv(gym.Env[dict[str, np.ndarray], np.int64]):
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
+class RestoreEnv(gym.Env[dict[str, Any], np.int64]):
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012 (gymnasium's convention)
 
     def __init__(
         self,

@@ -70,8 +70,11 @@ DEFAULT_DEMAND = (0.0, 0.12)
 class ScenarioSource(Protocol):
     """Something that yields a scenario per episode."""
 
-    name: str
-    max_components: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def max_components(self) -> int: ...
 
     def sample(self, rng: np.random.Generator) -> Scenario: ...
 
@@ -354,11 +357,11 @@ def generate(family: str, n: int, rng: np.random.Generator | Draws) -> Scenario:
     calls: set[tuple[str, str]] = set()
     if family == "microservices":
         apps = [c.name for c in procs if c.role == "app"]
-        for a in apps:
-            others = [b for b in apps if b != a]
-            d.shuffle(others)
-            for b in others[: 1 + int(d.random() < 0.5)]:
-                calls.add((a, b))
+        for caller in apps:
+            callees = [b for b in apps if b != caller]
+            d.shuffle(callees)
+            for callee in callees[: 1 + int(d.random() < 0.5)]:
+                calls.add((caller, callee))
     soft, mu, sd = hidden_from_roles(manifest, calls)
     lo, hi = spec.slots
     host = HostSpec(

@@ -25,7 +25,9 @@ def summary_rows(results: list[EvalResult], label: str) -> list[str]:
     rows = []
     for r in results:
         m, lo, hi = mean_ci(r.ttrs)
-        rows.append(f"| {label} | {r.policy} | {m:.1f} | [{lo:.1f}, {hi:.1f}] | {r.success_rate:.0%} |")
+        rows.append(
+            f"| {label} | {r.policy} | {m:.1f} | [{lo:.1f}, {hi:.1f}] | {r.success_rate:.0%} |"
+        )
     return rows
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 import envs  # noqa: F401  (registers persona/Restore-v0)
 from agents.report import new_run_dir
-from envs.restore_env import DEFAULT_SCENARIO
+from envs.restore_env import DEFAULT_SCENARIO, RestoreEnv
 
 TARGET_RATIO = 15.0
 
@@ -42,6 +42,7 @@ def bench_cartpole(steps: int, seed: int) -> float:
 def bench_restore(steps: int, seed: int, scenario: str) -> tuple[float, int]:
     env = gym.make("persona/Restore-v0", scenario=scenario)
     base = env.unwrapped
+    assert isinstance(base, RestoreEnv)
     env.reset(seed=seed)
     rng = np.random.default_rng(seed)
     episodes = 0

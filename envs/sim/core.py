@@ -289,19 +289,26 @@ def start(p: EpisodeParams, s: SimState, i: int, level: int) -> SimState:
 # validation
 
 
+@dataclass(frozen=True)
+class CheckResults:
+    """Per-check failures of one validation round."""
+
+    functional: np.ndarray  # bool [n]: latent fault
+    performance: np.ndarray  # bool [n]: effective allocation below true demand
+    load: bool  # allocated capacity covers the captured peak load
+
+
 def effective_alloc(p: EpisodeParams, alloc: np.ndarray) -> np.ndarray:
     total = float(alloc.sum())
     return alloc * min(1.0, p.host.cpu_cores / total) if total > 0 else alloc
 
 
-def check_results(
-    p: EpisodeParams, latent: np.ndarray, alloc: np.ndarray
-) -> dict[str, np.ndarray | bool]:
+def check_results(p: EpisodeParams, latent: np.ndarray, alloc: np.ndarray) -> CheckResults:
     """Pure validation checks on a fully restored host."""
     eff = effective_alloc(p, alloc)
     perf_fail = p.is_process & (eff + 1e-9 < p.demand)
     load_ok = min(p.host.cpu_cores, float(alloc.sum())) + 1e-9 >= p.peak_load
-    return {"functional": latent.copy(), "performance": perf_fail, "load": load_ok}
+    return CheckResults(functional=latent.copy(), performance=perf_fail, load=load_ok)
 
 
 def validate(p: EpisodeParams, s: SimState) -> SimState:
@@ -316,14 +323,14 @@ def validate(p: EpisodeParams, s: SimState) -> SimState:
     first: dict[str, bool] = {}
     remediation = 0.0
     ok = False
-    res: dict[str, Any] = {}
+    res = check_results(p, latent, alloc)
     for rnd in range(cfg.max_validation_rounds):
         t += cfg.validation_s
         res = check_results(p, latent, alloc)
         passed = {
-            "functional": not bool(res["functional"].any()),
-            "performance": not bool(res["performance"].any()),
-            "load": bool(res["load"]),
+            "functional": not bool(res.functional.any()),
+            "performance": not bool(res.performance.any()),
+            "load": res.load,
         }
         if rnd == 0:
             first = dict(passed)
@@ -333,15 +340,15 @@ def validate(p: EpisodeParams, s: SimState) -> SimState:
         if rnd == cfg.max_validation_rounds - 1:
             break
         restart: set[int] = set()
-        for i in np.flatnonzero(res["functional"]):
+        for i in map(int, np.flatnonzero(res.functional)):
             latent[i] = False
-            restart.add(int(i))
+            restart.add(i)
             fixes["functional"] += 1
-        for i in np.flatnonzero(res["performance"]):
+        for i in map(int, np.flatnonzero(res.performance)):
             if level[i] < L - 1:
                 level[i] += 1
-                alloc[i] = allocation(p, int(i), int(level[i]))
-                restart.add(int(i))
+                alloc[i] = allocation(p, i, int(level[i]))
+                restart.add(i)
                 fixes["performance"] += 1
         if not passed["load"]:
             procs = np.flatnonzero(p.is_process & (level < L - 1))
@@ -355,9 +362,9 @@ def validate(p: EpisodeParams, s: SimState) -> SimState:
         remediation += cost
         t += cost
     final = {
-        "functional": not bool(res["functional"].any()),
-        "performance": not bool(res["performance"].any()),
-        "load": bool(res["load"]),
+        "functional": not bool(res.functional.any()),
+        "performance": not bool(res.performance.any()),
+        "load": res.load,
     }
     if t > cfg.max_time_s:
         ok = False

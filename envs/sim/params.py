@@ -235,7 +235,7 @@ def compile_episode(
             parents[i, idx[dep]] = True
         m = config.kind_models[c.kind]
         size = c.size_bytes / MB
-        usage = peak = 0.0
+        use_i = peak_i = 0.0
         if c.is_process:
             r = c.resources
             if r is None:
@@ -243,8 +243,8 @@ def compile_episode(
                     f"scenario {scenario.name!r}: process {c.name!r} has no captured resources; "
                     "the simulator needs cpu_usage_cores and cpu_peak_cores"
                 )
-            usage = max(r.cpu_usage_cores, 0.01)
-            peak = max(r.cpu_peak_cores, usage)
+            use_i = max(r.cpu_usage_cores, 0.01)
+            peak_i = max(r.cpu_peak_cores, use_i)
         kind_l.append(KIND_INDEX[c.kind])
         role_l.append(ROLE_INDEX[c.role])
         proc_l.append(c.is_process)
@@ -256,8 +256,8 @@ def compile_episode(
                 size * m.io_factor,
                 m.serial,
                 m.sigma,
-                usage,
-                peak,
+                use_i,
+                peak_i,
                 scenario.demand_mu.get(c.name, 0.0),
                 scenario.demand_sigma.get(c.name, 0.1),
                 0.0,
@@ -288,7 +288,6 @@ def compile_episode(
     latent_u = unif[n * R :].reshape(n, R)
     z = normal[n * R :]
     demand = np.where(is_proc, peak_a * np.exp(mu + sd * z), 0.0)
-    usage, peak = usage_a, peak_a
     return EpisodeParams(
         scenario=scenario,
         config=config,
@@ -301,8 +300,8 @@ def compile_episode(
         cpu_work=cpu_work,
         io_work=io_work,
         serial=serial,
-        usage=usage,
-        peak=peak,
+        usage=usage_a,
+        peak=peak_a,
         peak_load=float(scenario.manifest.load.peak_cpu_cores),
         nominal_s=nominal,
         soft=soft,

@@ -17,6 +17,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module:attribute, one-line help shown by `persona --help`)
     "eval": ("persona.cli.eval_cmd:eval_cmd", "Evaluate policies on scenarios (table + JSON)."),
     "demo": ("persona.cli.demo_cmd:demo", "Run the main job on the embedded default."),
+    "train": ("persona.cli.train_cmd:train_cmd", "Train a restore policy (MaskablePPO)."),
+    "export": ("persona.cli.export_cmd:export_cmd", "Export a trained policy to ONNX + sidecar."),
     "scenario": ("persona.cli.scenario_cmd:scenario", "Inspect and validate scenarios."),
     "store": ("persona.cli.store_cmd:store", "Versioned, deduplicated persona storage."),
     "doctor": ("persona.cli.lab_cmd:doctor", "Check live-lab prerequisites (Docker, CRIU, ...)."),

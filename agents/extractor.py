@@ -1,0 +1,170 @@
+"""A graph policy for the padded DAG observation of ``persona/Restore-v0``.
+
+:class:`GraphExtractor` (an SB3 features extractor) embeds every component together with the
+host/progress globals, then runs ``layers`` blocks of
+
+* message passing along the hard-dependency adjacency (mean over parents, mean over children),
+* masked multi-head self-attention over all real components (so a process can learn which
+  *roles* it should wait for: the hidden soft dependencies are keyed on roles, not edges),
+
+and pools the result (masked mean and max) into a context vector. Its output is the flat
+concatenation ``[node embeddings (N*D) | context (C)]``.
+
+:class:`GraphPolicy` (a :class:`~sb3_contrib.common.maskable.policies.MaskableActorCriticPolicy`)
+keeps SB3's rollout/training loops and only swaps the heads: action ``i * L + l`` gets its
+logit from component ``i``'s embedding (a pointer head, so the policy is the same function
+for every padding size and component order), the wait action and the value from the context.
+
+Everything is plain matmuls, softmax and layer norms with additive masks - no
+``nn.MultiheadAttention`` key-padding paths - so the network exports to ONNX (opset 17) and
+runs identically under onnxruntime.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch as th
+from gymnasium import spaces
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.type_aliases import Schedule
+from torch import nn
+
+NEG = -1e9  # additive mask for attention scores and max-pooling (finite: ONNX-safe)
+
+
+def _mlp(i: int, h: int, o: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(i, h), nn.ReLU(), nn.Linear(h, o))
+
+
+class GraphBlock(nn.Module):
+    """One round of dependency message passing + masked self-attention, pre-norm residual."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} must be a multiple of heads {heads}")
+        self.heads, self.dk = heads, dim // heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.msg = _mlp(3 * dim, 2 * dim, dim)
+
+    def forward(self, h: th.Tensor, adj: th.Tensor, key_bias: th.Tensor) -> th.Tensor:
+        b, n, d = h.shape
+        x = self.norm1(h)
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, self.dk).permute(2, 0, 3, 1, 4)
+        scores = q @ k.transpose(-1, -2) * (self.dk**-0.5) + key_bias  # (b, H, n, n)
+        att = th.softmax(scores, dim=-1) @ v  # (b, H, n, dk)
+        h = h + self.out(att.transpose(1, 2).reshape(b, n, d))
+        x = self.norm2(h)
+        # adj[i, j] = 1: i depends on j. parents of i: row i; children of i: column i
+        par = adj @ x / adj.sum(-1, keepdim=True).clamp(min=1.0)
+        adj_t = adj.transpose(1, 2)
+        chi = adj_t @ x / adj_t.sum(-1, keepdim=True).clamp(min=1.0)
+        return h + self.msg(th.cat([x, par, chi], dim=-1))
+
+
+class GraphExtractor(BaseFeaturesExtractor):
+    """Node embeddings + pooled context from ``{nodes, adjacency, node_mask, globals}``."""
+
+    def __init__(
+        self, observation_space: spaces.Dict, dim: int = 64, heads: int = 4, layers: int = 2
+    ) -> None:
+        nodes = observation_space["nodes"].shape
+        globs = observation_space["globals"].shape
+        assert nodes is not None and globs is not None
+        n, f = int(nodes[0]), int(nodes[1])
+        g = int(globs[0])
+        super().__init__(observation_space, features_dim=n * dim + 2 * dim)
+        self.n, self.dim = n, dim
+        self.embed = _mlp(f + g, dim, dim)
+        self.blocks = nn.ModuleList(GraphBlock(dim, heads) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+        self.glob = _mlp(g, dim, dim)
+        self.ctx = _mlp(3 * dim, 2 * dim, 2 * dim)
+        self.node_out = _mlp(dim + 2 * dim, dim, dim)
+
+    def forward(self, obs: dict[str, th.Tensor]) -> th.Tensor:
+        nodes, adj, mask, g = obs["nodes"], obs["adjacency"], obs["node_mask"], obs["globals"]
+        b, n, _ = nodes.shape
+        m = mask.unsqueeze(-1)  # (b, n, 1)
+        h = self.embed(th.cat([nodes, g.unsqueeze(1).expand(b, n, g.shape[-1])], dim=-1))
+        key_bias = ((1.0 - mask) * NEG).reshape(b, 1, 1, n)
+        for blk in self.blocks:
+            h = blk(h, adj, key_bias)
+        h = self.norm(h) * m
+        mean = h.sum(1) / m.sum(1).clamp(min=1.0)
+        mx = (h + (1.0 - m) * NEG).max(dim=1).values
+        ctx = self.ctx(th.cat([mean, mx, self.glob(g)], dim=-1))  # (b, 2D)
+        node = self.node_out(th.cat([h, ctx.unsqueeze(1).expand(b, n, ctx.shape[-1])], dim=-1))
+        return th.cat([(node * m).reshape(b, n * self.dim), ctx], dim=-1)
+
+
+class PointerHead(nn.Module):
+    """Logits ``[node 0 level 0, ..., node N-1 level L-1, wait]`` from the extractor output."""
+
+    def __init__(self, n: int, dim: int, levels: int) -> None:
+        super().__init__()
+        self.n, self.dim = n, dim
+        node_lin, wait_lin = nn.Linear(dim, levels), nn.Linear(2 * dim, 1)
+        self.node = nn.Sequential(nn.ReLU(), node_lin)
+        self.wait = nn.Sequential(nn.ReLU(), wait_lin)
+        for lin in (node_lin, wait_lin):
+            nn.init.orthogonal_(lin.weight, gain=0.01)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, latent: th.Tensor) -> th.Tensor:
+        b = latent.shape[0]
+        nodes = latent[:, : self.n * self.dim].reshape(b, self.n, self.dim)
+        ctx = latent[:, self.n * self.dim :]
+        return th.cat([self.node(nodes).reshape(b, -1), self.wait(ctx)], dim=-1)
+
+
+class ContextValue(nn.Module):
+    """State value from the pooled context part of the extractor output."""
+
+    def __init__(self, n: int, dim: int) -> None:
+        super().__init__()
+        self.start = n * dim
+        self.net = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Linear(dim, 1))
+
+    def forward(self, latent: th.Tensor) -> th.Tensor:
+        out: th.Tensor = self.net(latent[:, self.start :])
+        return out
+
+
+class GraphPolicy(MaskableActorCriticPolicy):
+    """MaskablePPO policy: :class:`GraphExtractor` + pointer action head + context value head."""
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("features_extractor_class", GraphExtractor)
+        kwargs.setdefault("net_arch", [])  # the extractor output goes straight to the heads
+        super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        super()._build(lr_schedule)
+        fe = self.features_extractor
+        assert isinstance(fe, GraphExtractor), "GraphPolicy needs GraphExtractor"
+        assert isinstance(self.action_space, spaces.Discrete)
+        n_actions = int(self.action_space.n)
+        levels, rest = divmod(n_actions - 1, fe.n)
+        if rest:
+            raise ValueError(f"action space {n_actions} is not N*levels+1 for N={fe.n}")
+        self.action_net = PointerHead(fe.n, fe.dim, levels)
+        self.value_net = ContextValue(fe.n, fe.dim)  # type: ignore[assignment]
+        # the heads changed: the optimizer must own their parameters
+        self.optimizer = self.optimizer_class(
+            self.parameters(),
+            lr=lr_schedule(1),  # type: ignore[call-arg]
+            **self.optimizer_kwargs,
+        )

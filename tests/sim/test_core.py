@@ -186,8 +186,8 @@ def test_overcommit_scales_allocations_down():
         replace(sc, host=HostSpec(2, 4.0, 400.0)), SimConfig(), np.random.default_rng(0)
     )
     # on 2 cores each process effectively gets 1.0 core < its demand; on 4 cores 1.8
-    assert core.check_results(small, np.zeros(2, bool), alloc)["performance"].all()
-    assert not core.check_results(big, np.zeros(2, bool), alloc)["performance"].any()
+    assert core.check_results(small, np.zeros(2, bool), alloc).performance.all()
+    assert not core.check_results(big, np.zeros(2, bool), alloc).performance.any()
     assert core.effective_alloc(small, alloc).sum() == pytest.approx(2.0)
 
 

@@ -248,11 +248,16 @@ def advance(p: EpisodeParams, s: SimState, until: float | None = None) -> SimSta
 
 def fault_draw(p: EpisodeParams, s: SimState, i: int) -> tuple[bool, bool]:
     """Whether starting ``i`` now fails, or leaves a latent fault (hidden; drawn up front)."""
-    if int(s.attempts[i]) >= p.config.max_attempts:
-        return False, False
     att = int(s.attempts[i])
-    missing = p.soft[i] * (s.status != DONE)
-    p_fault = 1.0 - float(np.prod(1.0 - missing))
+    if att >= p.config.max_attempts:
+        return False, False
+    ok = 1.0  # probability that no missing soft parent makes the attempt fault
+    for j, pj in p.lists.soft_parents[i]:
+        if s.status[j] != DONE:
+            ok *= 1.0 - pj
+    if ok == 1.0:
+        return False, False
+    p_fault = 1.0 - ok
     fails = bool(p.fail_u[i, att] < p_fault * (1.0 - p.config.latent_fraction))
     latent = (not fails) and bool(p.latent_u[i, att] < p_fault * p.config.latent_fraction)
     return fails, latent
@@ -403,7 +408,7 @@ def settle(p: EpisodeParams, s: SimState) -> SimState:
     so the simulator waits by itself. Validation runs once everything is done.
     """
     while not s.terminal:
-        if (s.status == DONE).all():
+        if not s.running and not s.backoff and not (s.status != DONE).any():
             return validate(p, s)
         if s.t >= p.config.max_time_s:
             return _replace(

@@ -218,6 +218,7 @@ class Lists:
     serial: list[float]
     demand: list[float]
     noise: list[list[float]]
+    soft_parents: list[list[tuple[int, float]]]  # per component: (needed component, p_fail)
 
 
 def compile_episode(
@@ -316,5 +317,8 @@ def compile_episode(
             serial=serial.tolist(),
             demand=demand.tolist(),
             noise=noise.tolist(),
+            soft_parents=[
+                [(int(j), float(soft[i, j])) for j in np.flatnonzero(soft[i])] for i in range(n)
+            ],
         ),
     )

@@ -55,7 +55,8 @@ class GraphBlock(nn.Module):
     def forward(self, h: th.Tensor, adj: th.Tensor, key_bias: th.Tensor) -> th.Tensor:
         b, n, d = h.shape
         x = self.norm1(h)
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, self.dk).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, self.dk).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
         scores = q @ k.transpose(-1, -2) * (self.dk**-0.5) + key_bias  # (b, H, n, n)
         att = th.softmax(scores, dim=-1) @ v  # (b, H, n, dk)
         h = h + self.out(att.transpose(1, 2).reshape(b, n, d))

@@ -206,11 +206,11 @@ def evaluate_model(
 
 
 class TrainProgress(BaseCallback):
-    """A tqdm progress bar with env steps/s; records ``time/env_steps_per_s``."""
+    """Records ``time/env_steps_per_s`` per rollout; optionally a tqdm bar showing it."""
 
-    def __init__(self, total: int, start: int = 0) -> None:
+    def __init__(self, total: int, start: int = 0, bar: bool = True) -> None:
         super().__init__()
-        self.total, self.start = total, start
+        self.total, self.start, self.show = total, start, bar
         self.bar: Any = None
         self.t0 = 0.0
         self.env_s = 0.0
@@ -219,15 +219,16 @@ class TrainProgress(BaseCallback):
     def _on_training_start(self) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=self.total, initial=self.start, unit="step", dynamic_ncols=True)
+        if self.show:
+            self.bar = tqdm(total=self.total, initial=self.start, unit="step", dynamic_ncols=True)
         self.t0 = time.perf_counter()
 
     def _on_rollout_start(self) -> None:
         self._t_rollout = time.perf_counter()
 
     def _on_step(self) -> bool:
-        assert self.bar is not None
-        self.bar.update(self.training_env.num_envs)
+        if self.bar is not None:
+            self.bar.update(self.training_env.num_envs)
         return True
 
     def _on_rollout_end(self) -> None:
@@ -237,8 +238,8 @@ class TrainProgress(BaseCallback):
         done = self.num_timesteps - self.start
         self.logger.record("time/rollout_steps_per_s", steps / max(dt, 1e-9))
         self.logger.record("time/env_steps_per_s", done / max(wall, 1e-9))
-        assert self.bar is not None
-        self.bar.set_postfix(steps_s=f"{done / max(wall, 1e-9):.0f}")
+        if self.bar is not None:
+            self.bar.set_postfix(steps_s=f"{done / max(wall, 1e-9):.0f}")
 
     def _on_training_end(self) -> None:
         if self.bar is not None:
@@ -440,8 +441,7 @@ def train(
                 name_prefix="model",
             ),
         ]
-        if progress:
-            callbacks.insert(0, TrainProgress(cfg.timesteps, start))
+        callbacks.insert(0, TrainProgress(cfg.timesteps, start, bar=progress))
         t0 = time.perf_counter()
         model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=resume is None)
         wall = time.perf_counter() - t0

@@ -16,7 +16,7 @@ from persona.capture import parse, probe
 from persona.capture.assemble import ContainerObs, HostObs, build_manifest, summary_json
 from persona.capture.cut import Member, consistent_cut, plan_cut
 from persona.capture.docker_engine import DockerEngine
-from persona.capture.sink import VersionSink, new_version_id
+from persona.capture.sink import VersionInfo, VersionSink, new_capture_id
 from persona.errors import CaptureError, LabError
 from persona.lab import demo, spec
 from persona.lab.doctor import judge_criu
@@ -30,6 +30,7 @@ class CaptureOptions:
     sys_root: Path = Path("/sys")
     cgroup_root: Path = Path("/sys/fs/cgroup")
     parallel_dumps: bool = True
+    tags: tuple[str, ...] = ()  # extra store tags (``persona watch`` adds the trigger)
 
 
 @dataclass
@@ -37,7 +38,7 @@ class CaptureReport:
     host: str
     version: str
     freeze_ms: float
-    path: Path
+    store: str  # store URL; the version is ``persona store restore --store URL --host H --version V``
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -151,6 +152,7 @@ def _capture(client: Any, host: str, sink: VersionSink, opts: CaptureOptions,
     members = [Member(c["Id"], c["Names"][0].lstrip("/"), c["Labels"].get(spec.ROLE_LABEL, "?"))
                for c in cs]
     name = "p" + time.strftime("%H%M%S")
+    cut_time_ns = time.time_ns()
     cut = consistent_cut(DockerEngine(client), plan_cut(members), staging / "process", name,
                          parallel=opts.parallel_dumps)
 
@@ -214,15 +216,34 @@ def _capture(client: Any, host: str, sink: VersionSink, opts: CaptureOptions,
     timings = {"pause_ms": round(cut.pause_ms, 1), "thaw_ms": round(cut.thaw_ms, 1),
                "dump_ms": {k: round(x, 1) for k, x in cut.dump_ms.items()},
                "total_ms": 0.0}
-    version = new_version_id()
-    timings["total_ms"] = round((time.perf_counter() - t_start) * 1000, 1)
-    summary = summary_json(manifest, version, cut.freeze_ms, sink.url,
-                           {"timings": timings, "kernel_modules": note,
-                            "criu_version": criu_version})
+    capture_id = new_capture_id()
+    extra = {"capture_id": capture_id, "timings": timings, "kernel_modules": note,
+             "criu_version": criu_version}
+    summary = summary_json(manifest, "", cut.freeze_ms, sink.url, extra)
+    summary["version"] = None  # assigned by the store when the version is written
     (staging / "capture.json").write_text(json.dumps(summary, indent=1))
-    sink.publish(host, staging, version)
-    path = Path(sink.url[len("file://"):]) / host / version if sink.url.startswith("file://") else staging
-    return CaptureReport(host, version, cut.freeze_ms, path, summary)
+    vinfo = VersionInfo(time_ns=cut_time_ns, tags=("capture", *opts.tags),
+                       meta=version_meta(manifest, summary, capture_id, str(v.get("Version"))))
+    version = sink.publish(host, staging, vinfo)
+    timings["total_ms"] = round((time.perf_counter() - t_start) * 1000, 1)
+    summary["version"] = version
+    return CaptureReport(host, version, cut.freeze_ms, sink.url, summary)
+
+
+def version_meta(manifest: Any, summary: dict[str, Any], capture_id: str,
+                 docker_version: str) -> dict[str, str]:
+    """The store metadata of a capture (pure): host facts, app versions, dependencies, sizes."""
+    hi = manifest.host
+    meta = {"capture_id": capture_id, "captured_at": hi.captured_at, "kernel": hi.kernel,
+            "criu": hi.criu_version, "docker": docker_version,
+            "freeze_ms": f"{summary['freeze_ms']:.1f}",
+            "size.total": str(summary["total_bytes"])}
+    meta.update({f"app.{k}": str(x) for k, x in hi.app_versions.items()})
+    for c in summary["components"]:
+        meta[f"size.{c['name']}"] = str(c["size_bytes"])
+        if c["depends_on"]:  # which component needs which (restore order)
+            meta[f"needs.{c['name']}"] = ",".join(c["depends_on"])
+    return meta
 
 
 def remove_tree(p: Path) -> None:

@@ -29,8 +29,8 @@ def _print_summary(s: dict[str, Any]) -> None:
 @click.command("capture")
 @click.option("--host", required=True, help="Host name (label persona.host), e.g. demo.")
 @click.option("--store", "store_url", default=None,
-              help="Where to write the version: a folder or file:///path "
-                   "(default /var/lib/persona/captures or $PERSONA_CAPTURE_STORE).")
+              help="Persona store URL: a path or s3://bucket/prefix?endpoint=... (created when "
+                   "the location is empty; default $PERSONA_STORE or /var/lib/persona/store).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Also write the capture summary as JSON ('-' for stdout).")
 @click.option("--window", type=float, default=1.0, show_default=True,
@@ -56,7 +56,9 @@ def capture(host: str, store_url: str | None, json_out: Path | None, window: flo
 @click.command("watch")
 @click.option("--host", required=True, help="Host name (label persona.host), e.g. demo.")
 @click.option("--interval", default="30s", show_default=True, help="e.g. 30s, 2m, 1h.")
-@click.option("--store", "store_url", default=None, help="Folder or file:///path.")
+@click.option("--store", "store_url", default=None,
+              help="Persona store URL (path or s3://...); default $PERSONA_STORE or "
+                   "/var/lib/persona/store.")
 @click.option("--count", type=int, default=None, help="Stop after this many captures.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Append one JSON line per capture (version, reason, freeze_ms).")
@@ -94,7 +96,8 @@ def watch(host: str, interval: str, store_url: str | None, count: int | None,
     try:
         for trig in w.triggers(max_count=count):
             try:
-                rep = capture_host(client, host, sink, CaptureOptions())
+                tag = "trigger:" + trig.reason.split(":")[0]
+                rep = capture_host(client, host, sink, CaptureOptions(tags=(tag,)))
                 rec = {"version": rep.version, "reason": trig.reason,
                        "freeze_ms": round(rep.freeze_ms, 1),
                        "total_bytes": rep.summary["total_bytes"]}

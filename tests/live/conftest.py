@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from lab_helpers import Tracker
+from lab_helpers import Tracker, start_with_free_ip
 
 from persona.errors import LabError
 from persona.lab import demo, engine, images, spec
@@ -50,16 +50,17 @@ def tracker(lab: Any) -> Iterator[Tracker]:
     t.cleanup()
 
 
-_next_ip = iter(range(100, 250))
-
-
 @pytest.fixture
 def test_host(lab: Any, tracker: Tracker) -> Iterator[str]:
-    """A fresh demo-shaped host (pause+redis+api+worker) with its own name and IP."""
+    """A fresh demo-shaped host (pause+redis+api+worker) with its own name and IP.
+
+    The IP is one the engine reports free on the lab network (several pytest processes may
+    run at once); if another process takes it first, the start fails and another is tried."""
     host = "t" + secrets.token_hex(3)
-    ip = f"10.77.0.{next(_next_ip)}"
-    ids: dict[str, str] = {}
-    for s in spec.demo_specs(host, ip=ip, with_load=False):
+    specs = spec.demo_specs(host, with_load=False)
+    pause_id = start_with_free_ip(lab, tracker, specs[0])
+    ids: dict[str, str] = {specs[0].name: pause_id}
+    for s in specs[1:]:
         cid = demo.create_and_start(lab, s, ids.get(s.netns_of or ""))
         ids[s.name] = cid
         tracker.containers.append(cid)

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from persona.capture.run import CaptureOptions, capture_host
-from persona.capture.sink import FolderSink
+from persona.capture.sink import open_sink
 from persona.errors import CaptureError
 from persona.lab import demo, spec
 from persona.model import load_manifest
+from persona.store import Repository, restore, verify
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 CLI = [str(Path(sys.executable).parent / "persona")]
@@ -30,8 +31,10 @@ def nothing_paused(client: Any, host: str) -> None:
 
 
 def visible_versions(root: Path, host: str) -> list[str]:
-    d = root / host
-    return sorted(os.listdir(d)) if d.is_dir() else []
+    """Versions of ``host`` that a reader of the store at ``root`` sees (none: no store yet)."""
+    if not (root / "config").exists():
+        return []
+    return [str(v.version) for v in Repository.open(str(root)).list_versions(host)]
 
 
 def test_capture_cli_every_facet(lab: Any, test_host: str, tmp_path: Path) -> None:
@@ -47,9 +50,21 @@ def test_capture_cli_every_facet(lab: Any, test_host: str, tmp_path: Path) -> No
     assert "redis.process" in comps["api.process"]["depends_on"]
     assert "redis.process" in comps["worker.process"]["depends_on"]
     assert "no loadable modules" in s["kernel_modules"]
-    vdir = tmp_path / "st" / test_host / s["version"]
-    assert visible_versions(tmp_path / "st", test_host) == [s["version"]]
+    assert visible_versions(tmp_path / "st", test_host) == [s["version"]] == ["1"]
+    # the version is in the real store: its metadata is queryable, it restores on its own
+    repo = Repository.open(str(tmp_path / "st"))
+    v = repo.resolve(test_host, "latest")
+    snap = repo.load_snapshot(v.snapshot)
+    assert "capture" in snap.tags and snap.host == test_host
+    assert snap.meta["criu"].startswith("4.") and snap.meta["kernel"] == os.uname().release
+    assert snap.meta["app.api"].startswith("demo-api/") and snap.meta["docker"]
+    assert "redis.process" in snap.meta["needs.api.process"].split(",")
+    assert int(snap.meta["size.total"]) == s["total_bytes"]
+    assert float(snap.meta["freeze_ms"]) == s["freeze_ms"]
+    vdir = tmp_path / "restored"
+    restore(repo, v, vdir)
     m = load_manifest(vdir / "manifest.json")
+    assert json.loads((vdir / "capture.json").read_text())["capture_id"] == s["capture_id"]
     api = m.component("api.process")
     assert api.attributes["memory_pages"] > 100
     assert any(x["dst_port"] == 6379 for x in api.attributes["inet_sockets"])
@@ -66,6 +81,7 @@ def test_capture_cli_every_facet(lab: Any, test_host: str, tmp_path: Path) -> No
             assert (vdir / d).exists(), d
         assert c.size_bytes > 0 or c.kind == "config"
     assert (vdir / "cpuinfo.img").exists() and m.host.criu_version
+    assert not verify(repo, read_data=True).errors
     nothing_paused(lab, test_host)
     # the host keeps serving after the capture
     body = json.loads(demo.http_get_in_netns(demo.netns_pid(lab, test_host),
@@ -98,7 +114,10 @@ def test_watch_captures_on_interval_and_config_change(lab: Any, test_host: str,
     recs = [json.loads(x) for x in log.read_text().splitlines()]
     assert [r["reason"].split(":")[0] for r in recs] == ["interval", "config"], recs
     assert all(r["version"] and r["freeze_ms"] > 0 for r in recs)
-    assert len(visible_versions(tmp_path / "st", test_host)) == 2
+    assert visible_versions(tmp_path / "st", test_host) == ["1", "2"]
+    repo = Repository.open(str(tmp_path / "st"))
+    tags = [repo.load_snapshot(v.snapshot).tags for v in repo.list_versions(test_host)]
+    assert tags == [("capture", "trigger:interval"), ("capture", "trigger:config")]
     time.sleep(1.5)
     assert demo.introspect(lab, test_host)["pool"]["size"] == 6  # the app applied it
 
@@ -133,22 +152,28 @@ def test_criu_too_old_refused_before_freezing(lab: Any, test_host: str, tmp_path
 def test_container_exiting_mid_capture(lab: Any, test_host: str, tmp_path: Path) -> None:
     worker = f"persona-{test_host}-worker"
     threading.Timer(0.7, lambda: lab.kill(worker)).start()
+    sink = open_sink(str(tmp_path / "st"), tmp_root=tmp_path / "tmp")
     with pytest.raises(CaptureError, match="worker"):
-        capture_host(lab, test_host, FolderSink(tmp_path / "st"), CaptureOptions(window_s=2.5))
+        capture_host(lab, test_host, sink, CaptureOptions(window_s=2.5))
     nothing_paused(lab, test_host)
-    assert not (tmp_path / "st" / test_host).exists() or \
-        os.listdir(tmp_path / "st" / test_host) == []
+    assert visible_versions(tmp_path / "st", test_host) == []
+    assert os.listdir(tmp_path / "tmp") == [], "temp capture folder left behind"
 
 
 def test_disk_full_leaves_no_version_and_no_frozen_host(lab: Any, test_host: str,
                                                        tmp_path: Path) -> None:
+    """The store's disk fills up while the version is written: no visible version, the
+    store verifies clean, and the host was unfrozen long before."""
     store = tmp_path / "small"
     store.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(store)], check=True)
     try:
-        with pytest.raises(CaptureError):
-            capture_host(lab, test_host, FolderSink(store), CaptureOptions(window_s=0.5))
+        sink = open_sink(str(store), tmp_root=tmp_path / "tmp")
+        with pytest.raises(CaptureError, match="disk full"):
+            capture_host(lab, test_host, sink, CaptureOptions(window_s=0.5))
         nothing_paused(lab, test_host)
-        assert os.listdir(store / test_host) == [], "partial version or staging left behind"
+        assert visible_versions(store, test_host) == []
+        assert not verify(Repository.open(str(store))).errors
+        assert os.listdir(tmp_path / "tmp") == [], "temp capture folder left behind"
     finally:
         subprocess.run(["umount", str(store)], check=True)

@@ -287,7 +287,9 @@ def compile_episode(
     noise = np.exp(normal[: n * R].reshape(n, R) * sigma[:, None] - 0.5 * sigma[:, None] ** 2)
     fail_u = unif[: n * R].reshape(n, R)
     latent_u = unif[n * R :].reshape(n, R)
-    z = normal[n * R :]
+    # truncated at 2.5 sigma: a host whose true demand no allocation level covers would be
+    # unrecoverable by construction, which measures nothing about policies
+    z = np.clip(normal[n * R :], -2.5, 2.5)
     demand = np.where(is_proc, peak_a * np.exp(mu + sd * z), 0.0)
     return EpisodeParams(
         scenario=scenario,

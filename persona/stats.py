@@ -73,3 +73,69 @@ def paired_ratio_ci(
         float(np.quantile(ratios, alpha)),
         float(np.quantile(ratios, 1 - alpha)),
     )
+
+
+def iqr_filter(x: Sequence[float] | np.ndarray, k: float = 3.0) -> np.ndarray:
+    """Values within ``[Q1 - k*IQR, Q3 + k*IQR]`` (Kayenta-style outlier removal)."""
+    a = np.asarray(x, dtype=np.float64)
+    if a.size == 0:
+        return a
+    q1, q3 = np.percentile(a, [25, 75])
+    iqr = q3 - q1
+    return a[(a >= q1 - k * iqr) & (a <= q3 + k * iqr)]
+
+
+def hodges_lehmann(
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    max_pairs: int = 250_000,
+    seed: int = 0,
+) -> float:
+    """Hodges-Lehmann shift ``median(x_i - y_j)`` (x relative to y); pairs subsampled if many."""
+    a = np.asarray(x, dtype=np.float64)
+    b = np.asarray(y, dtype=np.float64)
+    if a.size == 0 or b.size == 0:
+        raise ValueError("hodges_lehmann needs two non-empty samples")
+    if a.size * b.size <= max_pairs:
+        return float(np.median(np.subtract.outer(a, b)))
+    rng = np.random.default_rng(seed)
+    return float(np.median(rng.choice(a, max_pairs) - rng.choice(b, max_pairs)))
+
+
+def ratio_ci(
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    statistic: str = "mean",
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """``stat(x) / stat(y)`` on independent samples with a percentile bootstrap CI.
+
+    ``statistic``: ``mean``, ``median`` or ``pNN`` (e.g. ``p99``).
+    """
+    a = np.asarray(x, dtype=np.float64)
+    b = np.asarray(y, dtype=np.float64)
+    if a.size == 0 or b.size == 0:
+        raise ValueError("ratio_ci needs two non-empty samples")
+
+    def f(v: np.ndarray, axis: int | None = None) -> np.ndarray:
+        if statistic == "mean":
+            return np.mean(v, axis=axis)
+        if statistic == "median":
+            return np.median(v, axis=axis)
+        if statistic.startswith("p"):
+            return np.percentile(v, float(statistic[1:]), axis=axis)
+        raise ValueError(f"unknown statistic {statistic!r}")
+
+    rng = np.random.default_rng(seed)
+    ra = f(a[rng.integers(0, a.size, size=(resamples, a.size))], axis=1)
+    rb = f(b[rng.integers(0, b.size, size=(resamples, b.size))], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = ra / rb
+    ratios = ratios[np.isfinite(ratios)]
+    point = float(f(a)) / float(f(b)) if float(f(b)) != 0 else math.inf
+    if ratios.size == 0:
+        return point, math.nan, math.nan
+    alpha = (1 - confidence) / 2
+    return point, float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1 - alpha))

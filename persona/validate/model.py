@@ -72,17 +72,26 @@ class MetricResult:
     weight: float
     summary: str
     evidence: dict[str, Any] = field(default_factory=dict)
+    direction: str = "either"  # "increase": only High is bad; "decrease": only Low is bad
 
     @property
     def passed(self) -> bool:
-        return self.outcome is Outcome.PASS
+        if self.outcome is Outcome.PASS:
+            return True
+        if self.outcome is Outcome.LOW:
+            return self.direction == "increase"
+        if self.outcome is Outcome.HIGH:
+            return self.direction == "decrease"
+        return False
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "outcome": self.outcome.value,
+            "passed": self.passed,
             "critical": self.critical,
             "weight": self.weight,
+            "direction": self.direction,
             "summary": self.summary,
             "evidence": self.evidence,
         }
@@ -96,6 +105,7 @@ class MetricResult:
             float(d["weight"]),
             str(d["summary"]),
             dict(d.get("evidence", {})),
+            str(d.get("direction", "either")),
         )
 
 

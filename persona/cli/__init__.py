@@ -25,6 +25,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "lab": ("persona.cli.lab_cmd:lab", "Live lab: set up, start, stop the demo host."),
     "capture": ("persona.cli.capture_cmd:capture", "Capture a live host's persona."),
     "watch": ("persona.cli.capture_cmd:watch", "Capture continuously (interval + events)."),
+    "validate": ("persona.cli.validate_cmd:validate", "Validate a host against a baseline."),
 }
 
 

@@ -1,0 +1,191 @@
+"""Applying a plan against a typed fake engine: order, lock window, trace, retries, rollback."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from fakes import FakeEngine, persona_dir
+
+from persona.model import PersonaManifest, load_manifest
+from persona.provision import plan as P
+from persona.provision.apply import (
+    ApplyOptions,
+    StepFailed,
+    apply_persona,
+    cold_start,
+    sha256_tree,
+)
+from persona.provision.warm import Check, prove_warm
+
+FIX = Path(__file__).parent / "fixtures" / "demo-manifest.json"
+
+
+@pytest.fixture(scope="module")
+def m() -> PersonaManifest:
+    return load_manifest(FIX)
+
+
+def test_success_path_order_lock_and_trace(m: PersonaManifest, tmp_path: Path) -> None:
+    e = FakeEngine()
+    data = persona_dir(tmp_path, FIX)
+    plan = P.plan_from_policy(m, "critical-path")
+    tr = apply_persona(e, m, data, plan, "v1")
+    assert tr.outcome == "ok" and not tr.rolled_back
+    kinds = [c[0] for c in e.calls]
+    # the namespace owner is created and started before anything else; others only created
+    assert e.calls[:2] == [("create", "persona-rx61-pause", "10.77.0.61", "None"),
+                           ("start", "persona-rx61-pause")]
+    assert kinds.count("start") == 1
+    # every restore ran under the lock, and the lock went right after the last connection end
+    restores = [c for c in e.calls if c[0] == "restore"]
+    assert [c[2] for c in restores] == ["locked"] * 3
+    assert kinds.index("unlock") == max(i for i, k in enumerate(kinds) if k == "restore") + 1
+    assert tr.lock["release_after"] == plan.order[-1] or tr.lock["release_after"] in plan.order
+    assert tr.lock["window_s"] >= 0 and not e.locked
+    # CPU: the captured limits are floors; redis had none and stays unlimited
+    assert e.cpu == {"persona-rx61-redis": None, "persona-rx61-api": pytest.approx(0.6),
+                     "persona-rx61-worker": pytest.approx(0.3)}
+    # every step timed, in order, with CRIU stats on restores
+    d = tr.to_dict()
+    assert all(s["outcome"] in ("ok", "unsupported") for s in d["steps"])
+    assert all(s["end_s"] >= s["start_s"] for s in d["steps"])
+    starts = [s["start_s"] for s in d["steps"]]
+    assert starts == sorted(starts)
+    assert {s["name"] for s in d["steps"] if s["kind"] == "process"} == \
+        {"redis.process", "api.process", "worker.process"}
+    assert all(s["criu"]["pages_restored"] == 10 for s in d["steps"] if s["kind"] == "process")
+    assert d["steps"][-1]["action"] == "check listening sockets"
+    assert set(d["phases"]) == {"provision_s", "apply_s"}
+    # config files written with the captured content
+    assert e.files[("persona-rx61-api", "/etc/demo/api.json")] == \
+        (FIX.parent / "config/persona-rx61-api/etc/demo/api.json").read_bytes()
+
+
+def test_failed_restore_rolls_back_everything_and_leaves_the_persona_untouched(
+        m: PersonaManifest, tmp_path: Path) -> None:
+    e = FakeEngine(fail_restore={"persona-rx61-api"})
+    data = persona_dir(tmp_path, FIX)
+    before = sha256_tree(data)
+    with pytest.raises(StepFailed, match="rolled back: CRIU restore") as ei:
+        apply_persona(e, m, data, P.captured_order_plan(m), "v1")
+    tr = ei.value.trace
+    assert tr.outcome == "failed" and tr.rolled_back
+    assert e.containers == {} and not e.locked  # nothing left, lock rule dropped
+    assert [c[0] for c in e.calls].count("remove") == 4
+    failed = [s for s in tr.steps if s.outcome == "failed"]
+    assert [(s.name, s.kind) for s in failed] == [("api.process", "process")]
+    assert sha256_tree(data) == before
+
+
+def test_transient_step_failure_is_retried_and_counted(m: PersonaManifest, tmp_path: Path) -> None:
+    e = FakeEngine(fail_extract_times=1)
+    tr = apply_persona(e, m, persona_dir(tmp_path, FIX), P.captured_order_plan(m), "v1")
+    first_fs = next(s for s in tr.steps if s.kind == "filesystem")
+    assert first_fs.retries == 1 and first_fs.outcome == "ok"
+
+
+def test_retries_exhausted_fail_the_restore(m: PersonaManifest, tmp_path: Path) -> None:
+    e = FakeEngine(fail_extract_times=2)
+    with pytest.raises(StepFailed):
+        apply_persona(e, m, persona_dir(tmp_path, FIX), P.captured_order_plan(m), "v1",
+                      ApplyOptions(retries=1))
+    assert e.containers == {}
+
+
+def test_an_old_copy_still_present_stops_the_restore_before_anything_is_created(
+        m: PersonaManifest, tmp_path: Path) -> None:
+    e = FakeEngine(existing={"persona-rx61-api"})
+    with pytest.raises(StepFailed, match="fence the old host first"):
+        apply_persona(e, m, persona_dir(tmp_path, FIX), P.captured_order_plan(m), "v1")
+    assert not any(c[0] == "create" for c in e.calls)
+
+
+def test_network_checks_catch_a_missing_address_and_a_missing_listener(
+        m: PersonaManifest, tmp_path: Path) -> None:
+    e = FakeEngine(addrs=["127.0.0.1/8"])
+    with pytest.raises(StepFailed, match="lacks captured address"):
+        apply_persona(e, m, persona_dir(tmp_path, FIX), P.captured_order_plan(m), "v1")
+    e2 = FakeEngine(listening_set={"127.0.0.1:6379"})
+    b = tmp_path / "b"
+    b.mkdir()
+    with pytest.raises(StepFailed, match=r"not listening on captured 0\.0\.0\.0:8080"):
+        apply_persona(e2, m, persona_dir(b, FIX), P.captured_order_plan(m), "v1")
+    assert e2.containers == {}
+
+
+def test_config_that_does_not_match_the_capture_fails(m: PersonaManifest, tmp_path: Path) -> None:
+    data = persona_dir(tmp_path, FIX)
+    (data / "config/persona-rx61-api/etc/demo/api.json").write_text("{}")
+    with pytest.raises(StepFailed, match="sha256"):
+        apply_persona(FakeEngine(), m, data, P.captured_order_plan(m), "v1")
+
+
+def test_overrides_inject_faults_into_the_trace(m: PersonaManifest, tmp_path: Path) -> None:
+    e = FakeEngine()
+    tr = apply_persona(e, m, persona_dir(tmp_path, FIX), P.captured_order_plan(m), "v1",
+                       ApplyOptions(cpu_override={"api.process": 0.02},
+                                    config_override={"/etc/demo/api.json": b"{}"}))
+    assert e.cpu["persona-rx61-api"] == 0.02
+    assert e.files[("persona-rx61-api", "/etc/demo/api.json")] == b"{}"
+    assert any("OVERRIDDEN" in s.detail for s in tr.steps)
+
+
+def test_kernel_modules_are_reported_unsupported_not_faked(m: PersonaManifest, tmp_path: Path) -> None:
+    from persona.model import Component, ComponentKind
+    km = Component(name="kmod.nf_nat", kind=ComponentKind.KERNEL_MODULE, size_bytes=1, role="system")
+    m2 = m.with_components([km, *m.components])
+    plan = P.captured_order_plan(m2)
+    tr = apply_persona(FakeEngine(), m2, persona_dir(tmp_path, FIX), plan, "v1")
+    step = next(s for s in tr.steps if s.name == "kmod.nf_nat")
+    assert step.outcome == "unsupported" and "cannot load" in step.detail
+
+
+def test_no_lock_option_restores_unlocked(m: PersonaManifest, tmp_path: Path) -> None:
+    e = FakeEngine()
+    apply_persona(e, m, persona_dir(tmp_path, FIX), P.captured_order_plan(m), "v1",
+                  ApplyOptions(lock=False))
+    assert not any(c[0] in ("lock", "unlock") for c in e.calls)
+    assert {c[2] for c in e.calls if c[0] == "restore"} == {"unlocked"}
+
+
+def test_cold_start_starts_fresh_containers_with_captured_limits(m: PersonaManifest) -> None:
+    e = FakeEngine()
+    tr = cold_start(e, m)
+    assert tr.outcome == "ok" and not any(c[0] == "restore" for c in e.calls)
+    assert ("create", "persona-rx61-api", "None", "0.5") in e.calls
+    assert [c[0] for c in e.calls].count("start") == 4
+
+
+def test_rollback_on_a_plan_for_another_persona(m: PersonaManifest, tmp_path: Path) -> None:
+    plan = P.captured_order_plan(m)
+    bad = replace(plan, steps=(*plan.steps[:-1], replace(plan.steps[-1], component="ghost")))
+    e = FakeEngine()
+    with pytest.raises(StepFailed, match="not a component"):
+        apply_persona(e, m, persona_dir(tmp_path, FIX), bad, "v1")
+    assert e.containers == {}
+
+
+class Probe:
+    def __init__(self, started: float, reconnects: str = "", uptime: int = 10**6) -> None:
+        self.started, self.reconnects, self.uptime = started, reconnects, uptime
+
+    def introspect(self) -> dict[str, object]:
+        return {"started": self.started, "pool": {"size": 4}, "errors": 0}
+
+    def redis(self, *args: str) -> str:
+        return {"GET demo:worker:ticks": "50", "GET demo:worker:reconnects": self.reconnects,
+                "DBSIZE": "2003", "INFO server": f"redis_version:7\nuptime_in_seconds:{self.uptime}"
+                }[" ".join(args)]
+
+
+def test_warm_proof_distinguishes_a_restore_from_a_restart(m: PersonaManifest) -> None:
+    started = 1795897407.3040338
+    assert prove_warm(m, Probe(started)).warm
+    cold = prove_warm(m, Probe(started + 60, reconnects="1", uptime=3))
+    assert not cold.warm
+    assert {c.name for c in cold.checks if not c.ok} == {
+        "api start time preserved", "worker connection survived (no reconnect)",
+        "redis start time preserved"}
+    assert isinstance(cold.checks[0], Check)

@@ -13,8 +13,10 @@ allocation levels, the scenario limits the policy was trained for, and provenanc
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ import yaml
 from sb3_contrib import MaskablePPO
 from torch import nn
 
-from agents.extractor import GraphExtractor, GraphPolicy
+from agents.extractor import GraphExtractor, GraphPolicy, PointerHead
 from agents.train import load_run_config
 from envs import layout
 from envs.scenarios import resolve
@@ -40,13 +42,32 @@ OPSET = 17
 
 
 class OnnxablePolicy(nn.Module):
-    """The deterministic masked policy of a :class:`GraphPolicy` as one traceable module."""
+    """The deterministic masked policy of a :class:`GraphPolicy` as one traceable module.
 
-    def __init__(self, policy: GraphPolicy) -> None:
+    ``max_components`` re-pads the policy: the graph network's weights do not depend on the
+    padding size, padded slots never reach real components (masked attention, masked
+    pooling, zero adjacency), and the one global that does (``n_frac = n / N``) is rescaled
+    to the training padding - so a policy trained at N=16 runs exactly as trained on
+    personas of up to 16 components padded to 24, and can be tried on larger ones.
+    """
+
+    globals_scale: th.Tensor
+
+    def __init__(self, policy: GraphPolicy, max_components: int | None = None) -> None:
         super().__init__()
-        self.extractor = policy.features_extractor
+        fe = policy.features_extractor
+        assert isinstance(fe, GraphExtractor)
+        head = policy.action_net
+        assert isinstance(head, PointerHead)
+        self.extractor = fe
         self.mlp = policy.mlp_extractor
-        self.head = policy.action_net
+        n_train = fe.n
+        n = max_components or n_train
+        self.head = copy.deepcopy(head)
+        self.head.n = n
+        scale = th.ones(len(layout.GLOBAL_FEATURES))
+        scale[layout.GCOL["n_frac"]] = n / n_train
+        self.register_buffer("globals_scale", scale)
 
     def forward(
         self,
@@ -56,7 +77,8 @@ class OnnxablePolicy(nn.Module):
         globals_: th.Tensor,
         action_mask: th.Tensor,
     ) -> tuple[th.Tensor, th.Tensor]:
-        obs = {"nodes": nodes, "adjacency": adjacency, "node_mask": node_mask, "globals": globals_}
+        g = globals_ * self.globals_scale
+        obs = {"nodes": nodes, "adjacency": adjacency, "node_mask": node_mask, "globals": g}
         latent = self.mlp.forward_actor(self.extractor(obs))
         logits = self.head(latent)
         masked = th.where(action_mask, logits, th.full_like(logits, MASKED_LOGIT))
@@ -80,24 +102,30 @@ def load_model(path: Path) -> MaskablePPO:
         raise PolicyError(f"cannot load a MaskablePPO model from {path}: {e}") from e
 
 
-def export_onnx(model: MaskablePPO, out: Path) -> None:
+def export_onnx(model: MaskablePPO, out: Path, max_components: int | None = None) -> int:
+    """Write the ONNX graph; returns the padding size N it takes."""
     policy = model.policy
     if not isinstance(policy, GraphPolicy):
         raise PolicyError(f"only GraphPolicy models can be exported, got {type(policy).__name__}")
     fe = policy.features_extractor
     assert isinstance(fe, GraphExtractor)
     policy.set_training_mode(False)
-    space = model.observation_space
-    dummy = tuple(
-        th.zeros((1, *space[k].shape), dtype=th.float32)  # type: ignore[index]
-        for k in ("nodes", "adjacency", "node_mask", "globals")
-    )
-    n_actions = int(model.action_space.n)  # type: ignore[attr-defined]
-    mask = th.ones((1, n_actions), dtype=th.bool)
-    module = OnnxablePolicy(policy).eval()
+    n = max_components or fe.n
+    if n < fe.n:
+        raise PolicyError(
+            f"cannot export for {n} components: the policy was trained padded to {fe.n}"
+        )
+    levels = (int(model.action_space.n) - 1) // fe.n  # type: ignore[attr-defined]
+    F, G = len(layout.NODE_FEATURES), len(layout.GLOBAL_FEATURES)
+    dummy = (th.zeros(1, n, F), th.zeros(1, n, n), th.zeros(1, n), th.zeros(1, G))
+    mask = th.ones((1, n * levels + 1), dtype=th.bool)
+    module = OnnxablePolicy(policy, n).eval()
     batch = {name: {0: "batch"} for name in (*INPUTS, *OUTPUTS)}
     out.parent.mkdir(parents=True, exist_ok=True)
-    with th.no_grad():
+    with th.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore", DeprecationWarning
+        )  # the TorchScript exporter: pinned torch
         th.onnx.export(
             module,
             (*dummy, mask),
@@ -108,16 +136,19 @@ def export_onnx(model: MaskablePPO, out: Path) -> None:
             opset_version=OPSET,
             dynamo=False,
         )
+    return n
 
 
-def sidecar(run: Path | None, model: MaskablePPO, onnx_path: Path) -> dict[str, Any]:
+def sidecar(run: Path | None, model: MaskablePPO, onnx_path: Path, n: int) -> dict[str, Any]:
     space = model.observation_space
-    n = int(space["nodes"].shape[0])  # type: ignore[index]
     sim = SimConfig()
     levels = sim.n_levels
     train_cfg: dict[str, Any] = {}
     provenance: dict[str, Any] = {}
-    limits: dict[str, Any] = {"max_components": n}
+    limits: dict[str, Any] = {
+        "max_components": n,
+        "trained_padding": int(space["nodes"].shape[0]),  # type: ignore[index]
+    }
     if run is not None and run.is_dir() and (run / "config.yaml").exists():
         full = yaml.safe_load((run / "config.yaml").read_text())
         provenance = dict(full.pop("provenance", {}))
@@ -162,14 +193,19 @@ def sidecar(run: Path | None, model: MaskablePPO, onnx_path: Path) -> dict[str, 
     }
 
 
-def export_run(run: str | Path, out: str | Path) -> tuple[Path, Path]:
-    """Write ``out`` (.onnx) and ``out`` with suffix ``.json`` (the sidecar)."""
+def export_run(
+    run: str | Path, out: str | Path, max_components: int | None = None
+) -> tuple[Path, Path]:
+    """Write ``out`` (.onnx) and ``out`` with suffix ``.json`` (the sidecar).
+
+    ``max_components``: the padding size the exported policy takes (default: as trained).
+    """
     run_p, out_p = Path(run), Path(out)
     if out_p.suffix != ".onnx":
         raise PolicyError(f"--out must end in .onnx, got {out_p}")
     model = load_model(find_model(run_p))
-    export_onnx(model, out_p)
-    meta = sidecar(run_p if run_p.is_dir() else None, model, out_p)
+    n = export_onnx(model, out_p, max_components)
+    meta = sidecar(run_p if run_p.is_dir() else None, model, out_p, n)
     side = out_p.with_suffix(".json")
     atomic_write_text(side, json.dumps(meta, indent=2) + "\n")
     return out_p, side

@@ -19,9 +19,15 @@ import click
     type=click.Path(dir_okay=False),
     help="Output FILE.onnx; the sidecar is written next to it as FILE.json.",
 )
-def export_cmd(run: str, out: str) -> None:
+@click.option(
+    "--max-components",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Padding size N of the exported policy (default: as trained; larger re-pads).",
+)
+def export_cmd(run: str, out: str, max_components: int | None) -> None:
     """Export a trained policy: observation arrays + action mask in, masked action + logits out."""
     from agents.export import export_run
 
-    onnx_path, side = export_run(run, out)
+    onnx_path, side = export_run(run, out, max_components)
     click.echo(f"wrote {onnx_path} and {side}")

@@ -125,3 +125,38 @@ def test_eval_rejects_wrong_padding(tiny_onnx: Path) -> None:
 
     with pytest.raises(PolicyError, match="max_components=10"):
         evaluate(str(tiny_onnx), "generator://mixed-v0?components=4-8", 1, 0, max_components=24)
+
+
+def test_repadded_export_acts_as_trained(tiny_run: TrainResult, tmp_path: Path) -> None:
+    """Trained padded to 10, exported padded to 14: same decisions on the same episodes."""
+    from sb3_contrib import MaskablePPO
+
+    from agents.export import export_run
+    from persona.restorer import OnnxRestorePolicy
+
+    out, side = export_run(tiny_run.run_dir, tmp_path / "wide.onnx", max_components=14)
+    meta = json.loads(side.read_text())
+    assert meta["observation"]["max_components"] == 14
+    assert meta["limits"]["trained_padding"] == 10
+    model = MaskablePPO.load(tiny_run.run_dir / "final_model.zip", device="cpu")
+    pol = OnnxRestorePolicy(out)
+    L, checked = 3, 0
+    for seed in range(40):
+        narrow = RestoreEnv("generator://mixed-v0?components=4-8", max_components=10)
+        wide = RestoreEnv("generator://mixed-v0?components=4-8", max_components=14)
+        o10, _ = narrow.reset(seed=seed)
+        o14, _ = wide.reset(seed=seed)
+        while True:
+            a10, _ = model.predict(o10, deterministic=True, action_masks=narrow.action_masks())
+            a14 = pol.act(o14, wide.action_masks())
+            expect = 14 * L if int(a10) == 10 * L else int(a10)
+            assert a14 == expect, (seed, int(a10), a14)
+            checked += 1
+            o10, _, t10, tr10, _ = narrow.step(int(a10))
+            o14, _, t14, tr14, _ = wide.step(a14)
+            assert (t10 or tr10) == (t14 or tr14)
+            if t10 or tr10:
+                break
+    assert checked > 200
+    with pytest.raises(PolicyError, match="trained padded to 10"):
+        export_run(tiny_run.run_dir, tmp_path / "narrow.onnx", max_components=8)

@@ -1,9 +1,12 @@
 """Benchmark: persona's store vs restic on memory-image versions and filesystem tars.
 
-Run:  python -m experiments.bench_store [--out DIR] [--image-mib 128] [--versions 3]
+Run:  python -m experiments.bench_store [--out DIR] [--image-mib 128] [--versions 3] [--criu-mib 64]
 
 For each workload series (memory images with 1 %, 5 %, 20 % of pages dirtied per version, and a
-filesystem-diff tar with 2 % of files changed per version) a fresh persona store and a fresh
+filesystem-diff tar with 2 % of files changed per version, and, as root with CRIU >= 4.2
+installed (``persona lab up``), successive real ``criu dump --leave-running`` image folders of a
+live process whose heap has 1 % or 5 % of its pages rewritten between dumps) a fresh persona
+store and a fresh
 restic repository ingest the same sequence of folders, side by side. Measured per version:
 bytes the store grew by (directory size), ingest wall time; at the end, the wall time of
 restoring the latest version. Results go to ``runs/bench_store__<time>/`` as results.json,
@@ -57,6 +60,8 @@ class Config:
     restic: bool = True
     workdir: Path | None = None
     restore_repeats: int = 3
+    criu_mib: int = 64  # heap of the live process dumped by CRIU (0: no CRIU series)
+    criu_dirty: tuple[float, ...] = (0.01, 0.05)  # pages the live process rewrites per version
 
 
 @dataclass
@@ -160,6 +165,93 @@ def tar_sequence(cfg: Config) -> Iterator[tuple[int, Writer]]:
             files = mutate_rootfs(files, cfg.tar_change, rng)
         data = rootfs_tar(files)
         yield v, functools.partial(_write_tar, data=data)
+
+
+# A live process for the CRIU series: a heap of `mib` MiB laid out like the synthetic image
+# (25 % zero pages, 30 % low-entropy text pages, the rest random), then, per line read on
+# stdin, a fraction of its pages gets 1-8 cache lines rewritten in place.
+WORKLOAD = r"""
+import random, sys
+mib, seed = int(sys.argv[1]), int(sys.argv[2])
+rng = random.Random(seed)
+n = mib * 256
+buf = bytearray(n * 4096)
+for i in range(n):
+    r = rng.random()
+    if r < 0.25:
+        continue
+    if r < 0.55:
+        buf[i * 4096:(i + 1) * 4096] = (b"key:%08d value:" % i) * 170 + bytes(16)
+    else:
+        buf[i * 4096:(i + 1) * 4096] = rng.randbytes(4096)
+print("ready", flush=True)
+for line in sys.stdin:
+    for i in rng.sample(range(n), int(n * float(line))):
+        for _ in range(rng.randint(1, 8)):
+            o = i * 4096 + rng.randrange(64) * 64
+            buf[o:o + 64] = rng.randbytes(64)
+    print("ok", flush=True)
+"""
+
+
+class LiveProcess:
+    """A real process whose memory changes a little between real ``criu dump``s."""
+
+    def __init__(self, mib: int, seed: int) -> None:
+        import sys
+
+        self.p = subprocess.Popen(
+            [sys.executable, "-c", WORKLOAD, str(mib), str(seed)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+        )
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.stdin, self.stdout = self.p.stdin, self.p.stdout
+        if self.stdout.readline().strip() != "ready":
+            raise RuntimeError("CRIU workload process did not start")
+        self.dump_s: list[float] = []
+
+    def mutate(self, frac: float) -> None:
+        self.stdin.write(f"{frac}\n")
+        self.stdin.flush()
+        if self.stdout.readline().strip() != "ok":
+            raise RuntimeError("CRIU workload process died")
+
+    def dump_into(self, src: Path) -> None:
+        """A full CRIU dump (the process keeps running) replaces the folder's contents."""
+        shutil.rmtree(src)
+        src.mkdir()
+        t0 = time.perf_counter()
+        r = subprocess.run(
+            ["criu", "dump", "-t", str(self.p.pid), "-D", str(src), "--leave-running",
+             "-o", "dump.log"], capture_output=True, text=True,
+        )
+        self.dump_s.append(time.perf_counter() - t0)
+        if r.returncode != 0:
+            log = (src / "dump.log").read_text()[-600:] if (src / "dump.log").exists() else ""
+            raise RuntimeError(f"criu dump failed: {r.stderr.strip()} {log}")
+        for f in ("dump.log", "stats-dump"):  # logs, not state
+            (src / f).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self.p.kill()
+        self.p.wait()
+
+
+def criu_sequence(cfg: Config, dirty: float, proc: LiveProcess) -> Iterator[tuple[int, Writer]]:
+    """Successive real CRIU dumps of one live process; ``dirty`` of its heap changes per version."""
+    for v in range(cfg.versions + 1):
+        if v:
+            proc.mutate(dirty)
+        yield v, proc.dump_into
+
+
+def criu_available() -> str | None:
+    """Why the CRIU series cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "not root"
+    if shutil.which("criu") is None:
+        return "criu is not on PATH (persona lab up installs it)"
+    return None
 
 
 def run_series(
@@ -277,6 +369,11 @@ def targets(summary: dict[str, Any]) -> dict[str, Any]:
         t["dirty1pct_added_at_most_one_fifth_of_restic"] = (
             one["added_ratio_persona_over_restic"] <= 0.2
         )
+    live = summary.get("criu_live_dirty1pct")
+    if isinstance(live, dict) and "added_ratio_persona_over_restic" in live:
+        t["criu_live_dirty1pct_added_at_most_one_fifth_of_restic"] = (
+            live["added_ratio_persona_over_restic"] <= 0.2
+        )
     speedups = [
         row["ingest_speedup_persona_over_restic"]
         for row in summary.values()
@@ -337,6 +434,8 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--versions", type=int, default=Config.versions)
     ap.add_argument("--tar-files", type=int, default=Config.tar_files)
     ap.add_argument("--no-restic", action="store_true", help="measure persona only")
+    ap.add_argument("--criu-mib", type=int, default=Config.criu_mib,
+                    help="heap MiB of the live process dumped by CRIU (0: skip that series)")
     ap.add_argument(
         "--workdir", type=Path, default=None, help="scratch space (default: a temp dir)"
     )
@@ -348,11 +447,13 @@ def main(argv: list[str] | None = None) -> Path:
         tar_files=a.tar_files,
         restic=not a.no_restic,
         workdir=a.workdir,
+        criu_mib=a.criu_mib,
     )
     out = cfg.out or Path("runs") / f"bench_store__{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     restic = ensure_restic() if cfg.restic else None
     series: list[Series] = []
+    criu_dump_s: dict[str, list[float]] = {}
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_store_", dir=cfg.workdir) as tmp:
         work = Path(tmp)
@@ -365,6 +466,19 @@ def main(argv: list[str] | None = None) -> Path:
             flush=True,
         )
         series.append(run_series("fs_tar", tar_sequence(cfg), cfg, work, restic))
+        why_not = criu_available() if cfg.criu_mib else "disabled (--criu-mib 0)"
+        for d in cfg.criu_dirty if why_not is None else ():
+            name = f"criu_live_dirty{round(d * 100)}pct"
+            print(f"series {name} (real CRIU dumps of a live process with a {cfg.criu_mib} MiB "
+                  f"heap, {d:.0%} of its pages rewritten per version)", flush=True)
+            proc = LiveProcess(cfg.criu_mib, cfg.seed + int(d * 1000))
+            try:
+                series.append(run_series(name, criu_sequence(cfg, d, proc), cfg, work, restic))
+            finally:
+                proc.close()
+            criu_dump_s[name] = proc.dump_s
+        if why_not is not None:
+            print(f"CRIU series skipped: {why_not}", flush=True)
     summary = summarize(series)
     result = {
         "command": "python -m experiments.bench_store "
@@ -383,6 +497,7 @@ def main(argv: list[str] | None = None) -> Path:
             {**asdict(m), "ingest_mb_s": m.ingest_mb_s} for s in series for m in s.measures
         ],
         "restore": {s.name: s.restore for s in series},
+        "criu_dump_s": criu_dump_s,
     }
     (out / "results.json").write_text(json.dumps(result, indent=2))
     with open(out / "results.csv", "w", newline="") as f:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tarfile
@@ -15,11 +16,13 @@ from typing import Any
 from persona.capture import parse, probe
 from persona.capture.assemble import ContainerObs, HostObs, build_manifest, summary_json
 from persona.capture.cut import Member, consistent_cut, plan_cut
-from persona.capture.docker_engine import DockerEngine
+from persona.capture.docker_engine import DockerEngine, FastEngine
 from persona.capture.sink import VersionInfo, VersionSink, new_capture_id
 from persona.errors import CaptureError, LabError
-from persona.lab import demo, spec
+from persona.lab import criu_cache, demo, spec
 from persona.lab.doctor import judge_criu
+
+log = logging.getLogger("persona.capture")
 
 
 @dataclass
@@ -31,6 +34,9 @@ class CaptureOptions:
     cgroup_root: Path = Path("/sys/fs/cgroup")
     parallel_dumps: bool = True
     tags: tuple[str, ...] = ()  # extra store tags (``persona watch`` adds the trigger)
+    freeze: str = "freezer"  # "freezer": cgroup freezer directly; "engine": docker pause API
+    dump: str = "runc"  # "runc": runc checkpoint directly; "engine": the Engine API route
+    kdat_cache: bool = True  # install CRIU's kernel-feature cache for this boot first
 
 
 @dataclass
@@ -52,6 +58,13 @@ def preflight_criu() -> str:
     if not chk.ok:
         raise CaptureError(f"{chk.detail}; fix: {chk.fix}")
     return chk.detail.split()[-1]
+
+
+def cut_engine(client: Any, opts: CaptureOptions) -> DockerEngine:
+    """The engine adapter a cut runs against, per the freeze and dump routes chosen."""
+    if opts.freeze == "engine" and opts.dump == "engine":
+        return DockerEngine(client)
+    return FastEngine(client, freeze=opts.freeze, dump=opts.dump, cgroup_root=opts.cgroup_root)
 
 
 def host_members(client: Any, host: str) -> list[dict[str, Any]]:
@@ -81,6 +94,11 @@ def capture_host(client: Any, host: str, sink: VersionSink,
                  opts: CaptureOptions | None = None) -> CaptureReport:
     opts = opts or CaptureOptions()
     criu_version = preflight_criu()
+    if opts.kdat_cache:
+        try:
+            criu_cache.ensure_kdat_cache()
+        except LabError as e:  # only slower without it
+            log.warning("no CRIU kdat cache (%s): every dump probes the kernel again", e)
     cs = host_members(client, host)
     info = {c["Id"]: client.inspect_container(c["Id"]) for c in cs}
     staging = sink.begin(host)
@@ -153,7 +171,7 @@ def _capture(client: Any, host: str, sink: VersionSink, opts: CaptureOptions,
                for c in cs]
     name = "p" + time.strftime("%H%M%S")
     cut_time_ns = time.time_ns()
-    cut = consistent_cut(DockerEngine(client), plan_cut(members), staging / "process", name,
+    cut = consistent_cut(cut_engine(client, opts), plan_cut(members), staging / "process", name,
                          parallel=opts.parallel_dumps)
 
     # ---- after thaw: decode images, filesystem diffs, config, metadata
@@ -217,7 +235,8 @@ def _capture(client: Any, host: str, sink: VersionSink, opts: CaptureOptions,
                "dump_ms": {k: round(x, 1) for k, x in cut.dump_ms.items()},
                "total_ms": 0.0}
     capture_id = new_capture_id()
-    extra = {"capture_id": capture_id, "timings": timings, "kernel_modules": note,
+    extra = {"capture_id": capture_id, "timings": timings,
+             "cut": {"freeze": opts.freeze, "dump": opts.dump, "parallel": opts.parallel_dumps}, "kernel_modules": note,
              "criu_version": criu_version}
     summary = summary_json(manifest, "", cut.freeze_ms, sink.url, extra)
     summary["version"] = None  # assigned by the store when the version is written

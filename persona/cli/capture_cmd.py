@@ -26,6 +26,14 @@ def _print_summary(s: dict[str, Any]) -> None:
     click.echo(f"  total {s['total_bytes'] / 1e6:.2f} MB")
 
 
+def _route(name: str, **kw: Any) -> Any:
+    """CaptureOptions for a --cut route."""
+    from persona.capture.run import CaptureOptions
+    if name == "fast":
+        return CaptureOptions(freeze="freezer", dump="runc", **kw)
+    return CaptureOptions(freeze="engine", dump="engine", **kw)
+
+
 @click.command("capture")
 @click.option("--host", required=True, help="Host name (label persona.host), e.g. demo.")
 @click.option("--store", "store_url", default=None,
@@ -35,15 +43,21 @@ def _print_summary(s: dict[str, Any]) -> None:
               default=None, help="Also write the capture summary as JSON ('-' for stdout).")
 @click.option("--window", type=float, default=1.0, show_default=True,
               help="Seconds of resource sampling before the cut.")
-def capture(host: str, store_url: str | None, json_out: Path | None, window: float) -> None:
+@click.option("--cut", "cut_route", type=click.Choice(["fast", "engine"]), default="fast",
+              show_default=True,
+              help="fast: cgroup freezer + runc checkpoints (short freeze); engine: docker "
+                   "pause + the Engine API checkpoint route.")
+def capture(host: str, store_url: str | None, json_out: Path | None, window: float,
+            cut_route: str) -> None:
     """Capture one version of a live host's persona (consistent cut + every facet)."""
-    from persona.capture.run import CaptureOptions, capture_host
+    from persona.capture.run import capture_host
     from persona.capture.sink import open_sink
     from persona.lab import engine
     if window <= 0:
         raise CaptureError(f"--window must be > 0 seconds, got {window}")
     client = engine.connect()
-    rep = capture_host(client, host, open_sink(store_url), CaptureOptions(window_s=window))
+    rep = capture_host(client, host, open_sink(store_url),
+                       _route(cut_route, window_s=window))
     if json_out is not None and str(json_out) == "-":
         click.echo(json.dumps(rep.summary, indent=1))
         return
@@ -62,10 +76,12 @@ def capture(host: str, store_url: str | None, json_out: Path | None, window: flo
 @click.option("--count", type=int, default=None, help="Stop after this many captures.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Append one JSON line per capture (version, reason, freeze_ms).")
+@click.option("--cut", "cut_route", type=click.Choice(["fast", "engine"]), default="fast",
+              show_default=True, help="See persona capture --help.")
 def watch(host: str, interval: str, store_url: str | None, count: int | None,
-          log_path: Path | None) -> None:
+          log_path: Path | None, cut_route: str) -> None:
     """Capture at an interval and on engine events / config file changes."""
-    from persona.capture.run import CaptureOptions, capture_host, host_members
+    from persona.capture.run import capture_host, host_members
     from persona.capture.sink import open_sink
     from persona.capture.watch import Watcher, parse_interval
     from persona.lab import engine, spec
@@ -97,7 +113,7 @@ def watch(host: str, interval: str, store_url: str | None, count: int | None,
         for trig in w.triggers(max_count=count):
             try:
                 tag = "trigger:" + trig.reason.split(":")[0]
-                rep = capture_host(client, host, sink, CaptureOptions(tags=(tag,)))
+                rep = capture_host(client, host, sink, _route(cut_route, tags=(tag,)))
                 rec = {"version": rep.version, "reason": trig.reason,
                        "freeze_ms": round(rep.freeze_ms, 1),
                        "total_bytes": rep.summary["total_bytes"]}

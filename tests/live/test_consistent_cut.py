@@ -15,7 +15,7 @@ import pytest
 from lab_helpers import Tracker, redis_cli
 
 from persona.capture.cut import Member, consistent_cut, plan_cut
-from persona.capture.docker_engine import DockerEngine
+from persona.capture.docker_engine import DockerEngine, FastEngine
 from persona.lab import demo, engine, spec
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
@@ -28,8 +28,11 @@ def members(client: Any, host: str) -> list[Member]:
             for c in demo.host_containers(client, host)]
 
 
+@pytest.mark.parametrize("route", ["engine", "fast"])
 def test_connection_survives_capture_and_restore_into_new_containers(
-        lab: Any, tracker: Tracker, test_host: str, tmp_path: Path) -> None:
+        lab: Any, tracker: Tracker, test_host: str, tmp_path: Path, route: str) -> None:
+    """route engine: docker pause + Engine API checkpoints; fast (the capture default):
+    cgroup freezer + runc checkpoints, kdat cache, dumps in parallel. Both must restore."""
     client = lab
     host = test_host
     redis = f"persona-{host}-redis"
@@ -41,7 +44,8 @@ def test_connection_survives_capture_and_restore_into_new_containers(
 
     # --- the cut: every container frozen at once, each dumped while frozen, all thawed
     ms = members(client, host)
-    cut = consistent_cut(DockerEngine(client), plan_cut(ms), tmp_path / "ck", "c1")
+    eng = DockerEngine(client) if route == "engine" else FastEngine(client, "freezer", "runc")
+    cut = consistent_cut(eng, plan_cut(ms), tmp_path / "ck", "c1", parallel=route == "fast")
     for m in ms:  # nobody left frozen
         assert client.inspect_container(m.cid)["State"]["Paused"] is False
     ticks_at_cut = int(redis_cli(client, redis, "GET", "demo:worker:ticks"))

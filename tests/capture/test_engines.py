@@ -1,0 +1,84 @@
+"""The fast cut route's pure parts and its freezer adapter against cgroup files in a temp
+folder laid out like cgroup v1 (no daemon needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from persona.capture.cut import Member, consistent_cut, plan_cut
+from persona.capture.docker_engine import FastEngine, freezer_state_file, runc_checkpoint_cmd
+from persona.errors import CaptureError
+from persona.lab import criu_cache
+
+
+class FakeClient:
+    """The two Engine API calls FastEngine makes besides the freezer (inspect, checkpoint)."""
+
+    def __init__(self, cids: list[str]) -> None:
+        self.running = set(cids)
+
+    def inspect_container(self, cid: str) -> dict[str, object]:
+        return {"State": {"Status": "running" if cid in self.running else "exited",
+                          "Paused": False}}
+
+
+def cgroups(tmp_path: Path, cids: list[str]) -> Path:
+    for cid in cids:
+        d = tmp_path / "freezer" / "docker" / cid
+        d.mkdir(parents=True)
+        (d / "freezer.state").write_text("THAWED\n")
+    return tmp_path
+
+
+def test_runc_checkpoint_leaves_the_container_running_with_tcp() -> None:
+    cmd = runc_checkpoint_cmd("abc", "/i", "/w")
+    assert cmd[:4] == ["runc", "--root", "/run/docker/runtime-runc/moby", "checkpoint"]
+    assert "--leave-running" in cmd and "--tcp-established" in cmd and cmd[-1] == "abc"
+    assert cmd[cmd.index("--image-path") + 1] == "/i" and cmd[cmd.index("--work-path") + 1] == "/w"
+
+
+def test_freezer_engine_freezes_and_thaws_through_the_cgroup(tmp_path: Path) -> None:
+    root = cgroups(tmp_path, ["a", "b"])
+    eng = FastEngine(FakeClient(["a", "b"]), "freezer", "runc", cgroup_root=root)
+    eng.pause("a")
+    assert freezer_state_file("a", root).read_text() == "FROZEN"
+    assert eng.state("a") == "paused" and eng.state("b") == "running"
+    eng.unpause("a")
+    assert eng.state("a") == "running"
+
+
+def test_missing_freezer_is_a_clear_error(tmp_path: Path) -> None:
+    eng = FastEngine(FakeClient(["a"]), "freezer", "runc", cgroup_root=tmp_path)
+    with pytest.raises(CaptureError, match=r"no cgroup v1 freezer.*--cut engine"):
+        eng.pause("a")
+
+
+def test_freezer_with_engine_checkpoints_is_refused() -> None:
+    with pytest.raises(CaptureError, match="Engine's own pause"):
+        FastEngine(FakeClient([]), "freezer", "engine")
+    with pytest.raises(CaptureError, match="unknown dump route"):
+        FastEngine(FakeClient([]), "freezer", "criu")
+
+
+def test_failed_runc_dump_thaws_every_container(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                ) -> None:
+    cids = ["p", "r", "a"]
+    root = cgroups(tmp_path / "cg", cids)
+    monkeypatch.setenv("PATH", str(tmp_path / "nobin"))  # runc missing -> the dump fails
+    eng = FastEngine(FakeClient(cids), "freezer", "runc", cgroup_root=root)
+    plan = plan_cut([Member("p", "h-pause", "pause"), Member("r", "h-redis", "redis"),
+                     Member("a", "h-api", "api")])
+    with pytest.raises(CaptureError, match="runc is not on PATH"):
+        consistent_cut(eng, plan, tmp_path / "ck", "c1", parallel=True)
+    assert [freezer_state_file(c, root).read_text() for c in cids] == ["THAWED"] * 3
+    assert not (tmp_path / "ck").exists()
+
+
+def test_kdat_cache_kept_for_the_same_boot(tmp_path: Path) -> None:
+    boot = criu_cache.BOOT_ID.read_text().strip()
+    (tmp_path / "criu.kdat").write_bytes(b"x" * 16)
+    (tmp_path / "persona-criu-kdat.bootid").write_text(boot + "\n")
+    assert "present for this boot" in criu_cache.ensure_kdat_cache(tmp_path)
+    assert (tmp_path / "criu.kdat").read_bytes() == b"x" * 16

@@ -26,6 +26,9 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "capture": ("persona.cli.capture_cmd:capture", "Capture a live host's persona."),
     "watch": ("persona.cli.capture_cmd:watch", "Capture continuously (interval + events)."),
     "validate": ("persona.cli.validate_cmd:validate", "Validate a host against a baseline."),
+    "failover": ("persona.cli.recover_cmd:failover", "Detect a host's failure, fence, recover, validate."),
+    "restore": ("persona.cli.recover_cmd:restore", "Restore a persona version onto a replacement host."),
+    "bench": ("persona.cli.recover_cmd:bench", "Live benchmarks (bench failover)."),
 }
 
 

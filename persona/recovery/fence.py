@@ -48,6 +48,8 @@ def kill_host(client: Any, host: str) -> list[str]:
             try:
                 client.kill(c["Id"])
             except Exception as e:
+                if "is not running" in str(e) or "No such container" in str(e):
+                    continue  # died with its namespace owner: that is the failure we wanted
                 raise RestoreError(f"cannot kill {c['Names'][0]}: {e}") from e
             out.append(c["Names"][0].lstrip("/"))
     return out

@@ -134,6 +134,23 @@ def _netns_pid(client: Any, host: str) -> int | None:
         return None
 
 
+def running_host_ip(client: Any, host: str) -> str:
+    """The IP of a running host's namespace owner (the pause container)."""
+    from persona.lab import demo, spec
+    for c in demo.host_containers(client, host):
+        if c["Labels"].get(spec.ROLE_LABEL) == "pause" and c["State"] == "running":
+            return str(c["NetworkSettings"]["Networks"][spec.NETWORK]["IPAddress"])
+    raise RestoreError(f"host {host!r} is not running (no running pause container); start it "
+                       "(persona lab up) or recover it from the store with --no-capture")
+
+
+def record(client: Any, host: str, ip: str, seed: int, budget_s: float) -> Any:
+    """Record a validation baseline from the healthy running host."""
+    from persona.validate import Target, record_baseline
+    return record_baseline(Target(host, api_url(ip), None, _netns_pid(client, host)),
+                           seed=seed, budget_s=budget_s)
+
+
 def ensure_baseline(client: Any, source: PersonaSource, host: str, ip: str, seed: int,
                     budget_s: float, refresh: bool = False) -> Any:
     """The validation baseline of ``host``, recorded from the healthy original if missing."""

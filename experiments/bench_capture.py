@@ -14,7 +14,10 @@ machine hits all of them alike. A variant is ``<freeze>/<dump>[/nokdat]``:
 - dump ``engine``: the Engine API checkpoint route (dockerd -> containerd -> runc -> CRIU,
   then containerd's tar into its content store and dockerd's untar);
   ``runc``: ``runc checkpoint --leave-running`` with dockerd's runc root;
-- ``nokdat``: CRIU's kernel-feature cache removed before the capture (every dump re-probes).
+  ``gated``: runc checkpoints started before the freeze and held at CRIU's pre-dump hook
+  until the whole host is frozen (runc/CRIU start-up leaves the frozen window);
+- ``nokdat``: CRIU's kernel-feature cache removed before the capture (every dump re-probes);
+- ``fsout``: filesystem diffs and config files read after the thaw instead of inside the cut.
 
 Per capture it prints freeze time = pause + dumps (parallel) + thaw, and writes
 ``runs/bench_capture__<time>/results.json`` and ``plot.png``.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -38,7 +42,8 @@ from persona.capture.run import CaptureOptions, capture_host
 from persona.capture.sink import open_sink
 from persona.lab import criu_cache, demo, engine, images, spec
 
-DEFAULT_VARIANTS = ("engine/engine", "engine/runc", "freezer/runc", "freezer/runc/nokdat")
+DEFAULT_VARIANTS = ("engine/engine", "engine/runc", "freezer/runc", "freezer/runc/nokdat",
+                    "freezer/gated", "freezer/gated/fsout")
 TARGET_MS = 300.0
 
 
@@ -64,14 +69,21 @@ class Sample:
     dump_ms: dict[str, float] = field(default_factory=dict)
     total_ms: float = 0.0
     process_bytes: int = 0
+    files_in_cut_ms: float | None = None
+    prepare_ms: float = 0.0
+    loadavg_1m: float = 0.0  # machine load when the capture ran (the machine is shared)
 
 
 def parse_variant(v: str) -> tuple[CaptureOptions, bool]:
     parts = v.split("/")
-    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "nokdat"):
-        raise SystemExit(f"bad variant {v!r}: <engine|freezer>/<engine|runc>[/nokdat]")
-    nokdat = len(parts) == 3
-    return CaptureOptions(freeze=parts[0], dump=parts[1], kdat_cache=not nokdat), nokdat
+    flags = set(parts[2:])
+    if len(parts) < 2 or parts[0] not in ("engine", "freezer") or \
+            parts[1] not in ("engine", "runc", "gated") or flags - {"nokdat", "fsout"}:
+        raise SystemExit(f"bad variant {v!r}: <engine|freezer>/<engine|runc|gated>"
+                         "[/nokdat][/fsout]")
+    nokdat = "nokdat" in flags
+    return CaptureOptions(freeze=parts[0], dump=parts[1], kdat_cache=not nokdat,
+                          files_in_cut="fsout" not in flags), nokdat
 
 
 def start_bench_host(client: Any, cfg: Config) -> list[str]:
@@ -107,7 +119,8 @@ def run(cfg: Config) -> dict[str, Any]:
                 t = rep.summary["timings"]
                 s = Sample(v, r, rep.freeze_ms, t["pause_ms"], t["thaw_ms"], dict(t["dump_ms"]),
                            t["total_ms"], sum(c["size_bytes"] for c in rep.summary["components"]
-                                              if c["kind"] == "process"))
+                                              if c["kind"] == "process"),
+                           t.get("files_in_cut_ms"), t.get("prepare_ms", 0.0), os.getloadavg()[0])
                 samples.append(s)
                 dumps = ", ".join(f"{k.rsplit('-', 1)[-1]}={x:.0f}" for k, x in s.dump_ms.items())
                 print(f"[{r}] {v:22s} freeze {s.freeze_ms:6.0f} ms  (pause {s.pause_ms:4.0f}, "
@@ -136,7 +149,6 @@ def run(cfg: Config) -> dict[str, Any]:
 
 
 def _cpus() -> int:
-    import os
     return len(os.sched_getaffinity(0))
 
 

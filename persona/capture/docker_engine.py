@@ -139,3 +139,114 @@ class FastEngine(DockerEngine):
             raise CaptureError("runc is not on PATH; use --dump engine") from e
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+
+# ---- the gated dump: runc and CRIU start while the host still runs, and wait at CRIU's
+# pre-dump hook (before CRIU touches the tasks) until the whole host is frozen.
+GATE_SCRIPT = """#!/bin/sh
+# persona cut gate: CRIU action script (passed only to persona's own runc calls through
+# CRIU_CONFIG_FILE). At pre-dump it reports ready and waits for the cut's go/abort.
+[ "$CRTOOLS_SCRIPT_ACTION" = pre-dump ] || exit 0
+f="$PERSONA_CUT_GATE/go.$CRTOOLS_INIT_PID"
+[ -p "$f" ] || exit 0
+: > "$f.ready"
+x=$(timeout 60 cat "$f")
+[ "$x" = go ]
+"""
+
+
+def write_gate(gate: Path) -> Path:
+    """The gate folder's script and CRIU config; returns the config path (CRIU_CONFIG_FILE)."""
+    script = gate / "gate.sh"
+    script.write_text(GATE_SCRIPT)
+    script.chmod(0o755)
+    conf = gate / "criu.conf"
+    conf.write_text(f"action-script {script}\n")
+    return conf
+
+
+class GatedDump:
+    """One runc checkpoint started ahead of the freeze, held at CRIU's pre-dump hook."""
+
+    def __init__(self, cid: str, pid: int, image: Path, gate: Path, conf: Path) -> None:
+        import os
+
+        self.cid, self.image = cid, image
+        self.fifo = gate / f"go.{pid}"
+        os.mkfifo(self.fifo, 0o600)
+        image.mkdir(parents=True, exist_ok=False)
+        self.work = Path(tempfile.mkdtemp(prefix="runc-work-", dir=gate))
+        env = {**os.environ, "CRIU_CONFIG_FILE": str(conf), "PERSONA_CUT_GATE": str(gate)}
+        try:
+            self.proc = subprocess.Popen(runc_checkpoint_cmd(cid, str(image), str(self.work)),
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True, env=env)
+        except FileNotFoundError as e:
+            raise CaptureError("runc is not on PATH; use --cut engine") from e
+        self.released = False
+
+    def ready(self) -> bool:
+        """True once CRIU waits at the gate; CaptureError if runc ended before reaching it."""
+        if Path(f"{self.fifo}.ready").exists():
+            return True
+        if self.proc.poll() is not None:
+            self._raise_failed()
+        return False
+
+    def release(self, go: bool) -> None:
+        """Tell the waiting CRIU to dump (go) or to give up before touching the tasks."""
+        import os
+
+        if self.released:
+            return
+        self.released = True
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError:  # ENXIO: the gate script has not opened its end yet
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    return
+                time.sleep(0.0005)
+        try:
+            os.write(fd, b"go\n" if go else b"abort\n")
+        finally:
+            os.close(fd)
+
+    def wait(self, timeout_s: float = 120.0) -> None:
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired as e:
+            raise CaptureError(f"runc checkpoint of {self.cid[:12]} still running after "
+                               f"{timeout_s:.0f}s") from e
+        if self.proc.returncode != 0:
+            self._raise_failed()
+
+    def _raise_failed(self) -> None:
+        self.proc.wait()
+        err = self.proc.stderr.read() if self.proc.stderr else ""
+        log = self.work / "dump.log"
+        tail = log.read_text(errors="replace")[-600:] if log.exists() else ""
+        raise CaptureError(f"runc checkpoint of {self.cid[:12]} failed: {err.strip()[-400:]} "
+                           f"{tail}")
+
+
+class GatedEngine(FastEngine):
+    """Fast route whose dumps start before the freeze (see ``persona.capture.cut.gated_cut``)."""
+
+    def __init__(self, client: Any, cgroup_root: Path = Path("/sys/fs/cgroup")) -> None:
+        super().__init__(client, "freezer", "runc", cgroup_root=cgroup_root)
+        self.gate: tuple[Path, Path] | None = None
+
+    def open_gate(self, gate: Path) -> None:
+        self.gate = (gate, write_gate(gate))
+
+    def start_checkpoint(self, cid: str, name: str, directory: str) -> GatedDump:
+        if self.gate is None:
+            raise CaptureError("open_gate() first")
+        try:
+            pid = int(self.client.inspect_container(cid)["State"]["Pid"])
+        except Exception as e:
+            raise CaptureError(f"container {cid[:12]} vanished: {e}") from e
+        return GatedDump(cid, pid, Path(directory) / name, *self.gate)

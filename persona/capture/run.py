@@ -15,8 +15,8 @@ from typing import Any
 
 from persona.capture import parse, probe
 from persona.capture.assemble import ContainerObs, HostObs, build_manifest, summary_json
-from persona.capture.cut import Member, consistent_cut, plan_cut
-from persona.capture.docker_engine import DockerEngine, FastEngine
+from persona.capture.cut import Member, consistent_cut, gated_cut, plan_cut
+from persona.capture.docker_engine import DockerEngine, FastEngine, GatedEngine
 from persona.capture.sink import VersionInfo, VersionSink, new_capture_id
 from persona.errors import CaptureError, LabError
 from persona.lab import criu_cache, demo, spec
@@ -35,8 +35,11 @@ class CaptureOptions:
     parallel_dumps: bool = True
     tags: tuple[str, ...] = ()  # extra store tags (``persona watch`` adds the trigger)
     freeze: str = "freezer"  # "freezer": cgroup freezer directly; "engine": docker pause API
-    dump: str = "runc"  # "runc": runc checkpoint directly; "engine": the Engine API route
+    # "gated": runc checkpoints started before the freeze, held at CRIU's pre-dump hook;
+    # "runc": runc checkpoints started after the freeze; "engine": the Engine API route
+    dump: str = "gated"
     kdat_cache: bool = True  # install CRIU's kernel-feature cache for this boot first
+    files_in_cut: bool = True  # filesystem diffs + config files read while the host is frozen
 
 
 @dataclass
@@ -64,6 +67,10 @@ def cut_engine(client: Any, opts: CaptureOptions) -> DockerEngine:
     """The engine adapter a cut runs against, per the freeze and dump routes chosen."""
     if opts.freeze == "engine" and opts.dump == "engine":
         return DockerEngine(client)
+    if opts.dump == "gated":
+        if opts.freeze != "freezer":
+            raise CaptureError("gated dumps need freeze=freezer")
+        return GatedEngine(client, cgroup_root=opts.cgroup_root)
     return FastEngine(client, freeze=opts.freeze, dump=opts.dump, cgroup_root=opts.cgroup_root)
 
 
@@ -171,8 +178,20 @@ def _capture(client: Any, host: str, sink: VersionSink, opts: CaptureOptions,
                for c in cs]
     name = "p" + time.strftime("%H%M%S")
     cut_time_ns = time.time_ns()
-    cut = consistent_cut(cut_engine(client, opts), plan_cut(members), staging / "process", name,
-                         parallel=opts.parallel_dumps)
+    files: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {}
+
+    def read_files() -> None:
+        files.update(snapshot_files(cs, info, staging, opts.proc_root))
+
+    eng = cut_engine(client, opts)
+    inside = read_files if opts.files_in_cut else None
+    if isinstance(eng, GatedEngine):
+        cut = gated_cut(eng, plan_cut(members), staging / "process", name, inside=inside)
+    else:
+        cut = consistent_cut(eng, plan_cut(members), staging / "process", name,
+                             parallel=opts.parallel_dumps, inside=inside)
+    if not opts.files_in_cut:
+        read_files()
 
     # ---- after thaw: decode images, filesystem diffs, config, metadata
     obs = []
@@ -193,19 +212,7 @@ def _capture(client: Any, host: str, sink: VersionSink, opts: CaptureOptions,
             proc_data = str(final.relative_to(staging))
             proc_bytes = probe.dir_size(final)
         diff = client.diff(c["Id"]) or []
-        fs_rel = f"filesystem/{cname}.tar"
-        (staging / "filesystem").mkdir(exist_ok=True)
-        upper = Path(ins["GraphDriver"]["Data"]["UpperDir"])
-        with tarfile.open(staging / fs_rel, "w") as tar:
-            tar.add(str(upper), arcname=".")
-        cfg_files: dict[str, dict[str, Any]] = {}
-        for path in filter(None, c["Labels"].get(spec.CONFIG_LABEL, "").split(",")):
-            data = probe.read_in_root(int(ins["State"]["Pid"]), path, opts.proc_root)
-            rel = f"config/{cname}{path}"
-            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-            (staging / rel).write_bytes(data)
-            cfg_files[path] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
-                               "data": rel}
+        fs_rel, cfg_files = files[cname]
         live = live1 if spec.INTROSPECT_LABEL in c["Labels"] else None
         cpu_lim, mem_lim = probe.cgroup_limits(c["Id"], opts.cgroup_root)
         obs.append(ContainerObs(
@@ -232,11 +239,14 @@ def _capture(client: Any, host: str, sink: VersionSink, opts: CaptureOptions,
     manifest = build_manifest(h)
     manifest.save(staging / "manifest.json")
     timings = {"pause_ms": round(cut.pause_ms, 1), "thaw_ms": round(cut.thaw_ms, 1),
+               "files_in_cut_ms": round(cut.inside_ms, 1) if opts.files_in_cut else None,
+               "prepare_ms": round(cut.prepare_ms, 1),
                "dump_ms": {k: round(x, 1) for k, x in cut.dump_ms.items()},
                "total_ms": 0.0}
     capture_id = new_capture_id()
     extra = {"capture_id": capture_id, "timings": timings,
-             "cut": {"freeze": opts.freeze, "dump": opts.dump, "parallel": opts.parallel_dumps}, "kernel_modules": note,
+             "cut": {"freeze": opts.freeze, "dump": opts.dump, "parallel": opts.parallel_dumps,
+                     "files_in_cut": opts.files_in_cut}, "kernel_modules": note,
              "criu_version": criu_version}
     summary = summary_json(manifest, "", cut.freeze_ms, sink.url, extra)
     summary["version"] = None  # assigned by the store when the version is written
@@ -247,6 +257,32 @@ def _capture(client: Any, host: str, sink: VersionSink, opts: CaptureOptions,
     timings["total_ms"] = round((time.perf_counter() - t_start) * 1000, 1)
     summary["version"] = version
     return CaptureReport(host, version, cut.freeze_ms, sink.url, summary)
+
+
+def snapshot_files(cs: list[dict[str, Any]], info: dict[str, Any], staging: Path,
+                   proc_root: Path = Path("/proc")
+                   ) -> dict[str, tuple[str, dict[str, dict[str, Any]]]]:
+    """Per container: a tar of its overlay upper dir (its changes against the image, whiteouts
+    kept) and its declared config files. Returns name -> (tar path, {config path: sha/size/data})."""
+    out = {}
+    (staging / "filesystem").mkdir(exist_ok=True)
+    for c in cs:
+        cname = c["Names"][0].lstrip("/")
+        ins = info[c["Id"]]
+        fs_rel = f"filesystem/{cname}.tar"
+        upper = Path(ins["GraphDriver"]["Data"]["UpperDir"])
+        with tarfile.open(staging / fs_rel, "w") as tar:
+            tar.add(str(upper), arcname=".")
+        cfg_files: dict[str, dict[str, Any]] = {}
+        for path in filter(None, c["Labels"].get(spec.CONFIG_LABEL, "").split(",")):
+            data = probe.read_in_root(int(ins["State"]["Pid"]), path, proc_root)
+            rel = f"config/{cname}{path}"
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staging / rel).write_bytes(data)
+            cfg_files[path] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                               "data": rel}
+        out[cname] = (fs_rel, cfg_files)
+    return out
 
 
 def version_meta(manifest: Any, summary: dict[str, Any], capture_id: str,

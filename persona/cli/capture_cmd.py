@@ -30,7 +30,7 @@ def _route(name: str, **kw: Any) -> Any:
     """CaptureOptions for a --cut route."""
     from persona.capture.run import CaptureOptions
     if name == "fast":
-        return CaptureOptions(freeze="freezer", dump="runc", **kw)
+        return CaptureOptions(freeze="freezer", dump="gated", **kw)
     return CaptureOptions(freeze="engine", dump="engine", **kw)
 
 
@@ -45,8 +45,9 @@ def _route(name: str, **kw: Any) -> Any:
               help="Seconds of resource sampling before the cut.")
 @click.option("--cut", "cut_route", type=click.Choice(["fast", "engine"]), default="fast",
               show_default=True,
-              help="fast: cgroup freezer + runc checkpoints (short freeze); engine: docker "
-                   "pause + the Engine API checkpoint route.")
+              help="fast: cgroup freezer + runc checkpoints started before the freeze and "
+                   "held at CRIU's pre-dump hook (short freeze); engine: docker pause + the "
+                   "Engine API checkpoint route.")
 def capture(host: str, store_url: str | None, json_out: Path | None, window: float,
             cut_route: str) -> None:
     """Capture one version of a live host's persona (consistent cut + every facet)."""

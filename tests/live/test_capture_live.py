@@ -122,6 +122,44 @@ def test_watch_captures_on_interval_and_config_change(lab: Any, test_host: str,
     assert demo.introspect(lab, test_host)["pool"]["size"] == 6  # the app applied it
 
 
+def test_watch_captures_on_engine_event(lab: Any, test_host: str, tmp_path: Path) -> None:
+    """An engine event about one of the host's containers (here `docker update --cpus 0.75`
+    of the api) triggers a capture, and that version already sees the new limit."""
+    log = tmp_path / "watch.jsonl"
+    st = tmp_path / "st"
+    p = subprocess.Popen([*CLI, "watch", "--host", test_host, "--interval", "1h", "--count", "2",
+                          "--store", str(st), "--log", str(log)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and not (log.exists() and log.read_text().strip()):
+            time.sleep(0.5)
+        assert log.exists(), "watch made no first capture"
+        api = next(c["Id"] for c in demo.host_containers(lab, test_host)
+                   if c["Labels"][spec.ROLE_LABEL] == "api")
+        res = lab._post_json(lab._url("/containers/{0}/update", api),
+                             data={"NanoCpus": 750_000_000})
+        lab._raise_for_status(res)
+        p.wait(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    recs = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [r["reason"].split(":")[0] for r in recs] == ["interval", "event"], recs
+    assert recs[1]["reason"] == f"event:update persona-{test_host}-api" and recs[1]["version"]
+    repo = Repository.open(str(st))
+    v1, v2 = repo.list_versions(test_host)
+    assert repo.load_snapshot(v2.snapshot).tags == ("capture", "trigger:event")
+    limits = []
+    for v in (v1, v2):
+        restore(repo, v, tmp_path / f"v{v.version}")
+        res_ = load_manifest(tmp_path / f"v{v.version}" / "manifest.json").component(
+            "api.process").resources
+        assert res_ is not None
+        limits.append(res_.cpu_limit_cores)
+    assert limits == [0.5, 0.75]
+
+
 def test_unknown_host_and_engine_down_are_clear_errors() -> None:
     r = subprocess.run([*CLI, "capture", "--host", "no-such-host"], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown host 'no-such-host'" in r.stderr

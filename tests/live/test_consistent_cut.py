@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from lab_helpers import Tracker, redis_cli
 
-from persona.capture.cut import Member, consistent_cut, plan_cut
-from persona.capture.docker_engine import DockerEngine, FastEngine
+from persona.capture.cut import Member, consistent_cut, gated_cut, plan_cut
+from persona.capture.docker_engine import DockerEngine, GatedEngine
 from persona.lab import demo, engine, spec
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
@@ -28,11 +28,12 @@ def members(client: Any, host: str) -> list[Member]:
             for c in demo.host_containers(client, host)]
 
 
-@pytest.mark.parametrize("route", ["engine", "fast"])
+@pytest.mark.parametrize("route", ["engine", "gated"])
 def test_connection_survives_capture_and_restore_into_new_containers(
         lab: Any, tracker: Tracker, test_host: str, tmp_path: Path, route: str) -> None:
-    """route engine: docker pause + Engine API checkpoints; fast (the capture default):
-    cgroup freezer + runc checkpoints, kdat cache, dumps in parallel. Both must restore."""
+    """route engine: docker pause + Engine API checkpoints; gated (the capture default):
+    runc checkpoints started first and held at CRIU's pre-dump hook, then the cgroup-freezer
+    freeze of the whole host, then the dumps in parallel. Both must restore."""
     client = lab
     host = test_host
     redis = f"persona-{host}-redis"
@@ -44,8 +45,11 @@ def test_connection_survives_capture_and_restore_into_new_containers(
 
     # --- the cut: every container frozen at once, each dumped while frozen, all thawed
     ms = members(client, host)
-    eng = DockerEngine(client) if route == "engine" else FastEngine(client, "freezer", "runc")
-    cut = consistent_cut(eng, plan_cut(ms), tmp_path / "ck", "c1", parallel=route == "fast")
+    if route == "engine":
+        cut = consistent_cut(DockerEngine(client), plan_cut(ms), tmp_path / "ck", "c1")
+    else:
+        cut = gated_cut(GatedEngine(client), plan_cut(ms), tmp_path / "ck", "c1")
+        assert cut.prepare_ms > 0 and not list(tmp_path.glob(".gate-*"))
     for m in ms:  # nobody left frozen
         assert client.inspect_container(m.cid)["State"]["Paused"] is False
     ticks_at_cut = int(redis_cli(client, redis, "GET", "demo:worker:ticks"))

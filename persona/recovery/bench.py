@@ -62,6 +62,8 @@ def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "phase_median_s": {k: round(statistics.median(s["phases"].get(k, 0.0) for s in samples), 3)
                            for k in keys} if samples else {},
         "errors": [s.get("error") for s in samples if s.get("error")],
+        "failures": [f for s in samples for f in s.get("failures", [])],
+        "attempt_warm": [w for s in samples for w in s.get("attempt_warm", [])],
     }
 
 
@@ -161,7 +163,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                     samples[m].append({"repeat": r, "ttr_s": res.ttr_s, "ready_s": round(ready, 4),
                                        "validated": res.validated, "warm": res.warm,
                                        "phases": ph, "score": res.verdict.get("score"),
-                                       "failed_metrics": [a.error for a in res.attempts if a.error]})
+                                       "attempt_warm": [a.warm.warm for a in res.attempts if a.warm],
+                                       "failures": [a.error for a in res.attempts if a.error]})
                 except PersonaError as e:
                     samples[m].append({"repeat": r, "ttr_s": None, "ready_s": None,
                                        "validated": False, "warm": False, "phases": {},

@@ -52,7 +52,7 @@ class Settings:
             tp_window_s=0.035 * b,
             latency_s=0.25 * b,
             ramp_step_s=0.08 * b,
-            redis_window_s=0.025 * b,
+            redis_window_s=max(0.5, 0.025 * b),
         )
         return Settings(**{**asdict(s), **overrides}) if overrides else s
 
@@ -244,7 +244,7 @@ def validate_target(
             "redis_throughput",
             baseline.redis_ops["ops_per_s"],
             red["ops_per_s"] if red else [],
-            tol.throughput,
+            tol.redis_throughput,
             tol,
             seed,
             unit="GET/s",

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats as st
+
+
+def _statistic(name: str) -> Callable[..., Any]:
+    """``mean``, ``median`` or ``pNN`` (e.g. ``p99``) as a function ``f(values, axis=None)``."""
+    if name == "mean":
+        return np.mean
+    if name == "median":
+        return np.median
+    if name.startswith("p"):
+        q = float(name[1:])
+        return lambda v, axis=None: np.percentile(v, q, axis=axis)
+    raise ValueError(f"unknown statistic {name!r}")
 
 
 def mean_ci(
@@ -37,14 +50,7 @@ def bootstrap_ci(
     if a.size == 0:
         raise ValueError("bootstrap_ci needs at least one value")
 
-    def f(v: np.ndarray, axis: int | None = None) -> np.ndarray:
-        if statistic == "mean":
-            return np.mean(v, axis=axis)
-        if statistic == "median":
-            return np.median(v, axis=axis)
-        if statistic.startswith("p"):
-            return np.percentile(v, float(statistic[1:]), axis=axis)
-        raise ValueError(f"unknown statistic {statistic!r}")
+    f = _statistic(statistic)
 
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, a.size, size=(resamples, a.size))
@@ -119,14 +125,7 @@ def ratio_ci(
     if a.size == 0 or b.size == 0:
         raise ValueError("ratio_ci needs two non-empty samples")
 
-    def f(v: np.ndarray, axis: int | None = None) -> np.ndarray:
-        if statistic == "mean":
-            return np.mean(v, axis=axis)
-        if statistic == "median":
-            return np.median(v, axis=axis)
-        if statistic.startswith("p"):
-            return np.percentile(v, float(statistic[1:]), axis=axis)
-        raise ValueError(f"unknown statistic {statistic!r}")
+    f = _statistic(statistic)
 
     rng = np.random.default_rng(seed)
     ra = f(a[rng.integers(0, a.size, size=(resamples, a.size))], axis=1)

@@ -72,6 +72,7 @@ class Sample:
     files_in_cut_ms: float | None = None
     prepare_ms: float = 0.0
     loadavg_1m: float = 0.0  # machine load when the capture ran (the machine is shared)
+    criu_phases_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # from dump.log
 
 
 def parse_variant(v: str) -> tuple[CaptureOptions, bool]:
@@ -120,7 +121,8 @@ def run(cfg: Config) -> dict[str, Any]:
                 s = Sample(v, r, rep.freeze_ms, t["pause_ms"], t["thaw_ms"], dict(t["dump_ms"]),
                            t["total_ms"], sum(c["size_bytes"] for c in rep.summary["components"]
                                               if c["kind"] == "process"),
-                           t.get("files_in_cut_ms"), t.get("prepare_ms", 0.0), os.getloadavg()[0])
+                           t.get("files_in_cut_ms"), t.get("prepare_ms", 0.0), os.getloadavg()[0],
+                           dict(t.get("criu_phases_ms", {})))
                 samples.append(s)
                 dumps = ", ".join(f"{k.rsplit('-', 1)[-1]}={x:.0f}" for k, x in s.dump_ms.items())
                 print(f"[{r}] {v:22s} freeze {s.freeze_ms:6.0f} ms  (pause {s.pause_ms:4.0f}, "
@@ -141,11 +143,23 @@ def run(cfg: Config) -> dict[str, Any]:
                           s.thaw_ms for s in samples if s.variant == v), 1),
                       "median_slowest_dump_ms": round(statistics.median(
                           max(s.dump_ms.values()) for s in samples if s.variant == v), 1),
-                      "meets_target": statistics.median(xs) <= TARGET_MS}
+                      "meets_target": statistics.median(xs) <= TARGET_MS,
+                      "median_criu_phases_ms": _median_phases(
+                          [s for s in samples if s.variant == v])}
     return {"config": {**asdict(cfg), "out": str(cfg.out)}, "target_ms": TARGET_MS,
             "machine": {"cpus": _cpus(), "kernel": platform.release(),
                         "python": platform.python_version()},
             "samples": [asdict(s) for s in samples], "summary": summary}
+
+
+def _median_phases(samples: list[Sample]) -> dict[str, float]:
+    """Median over captures and containers of each CRIU dump phase (runc routes only)."""
+    by: dict[str, list[float]] = {}
+    for s in samples:
+        for ph in s.criu_phases_ms.values():
+            for k, x in ph.items():
+                by.setdefault(k, []).append(x)
+    return {k: round(statistics.median(xs), 1) for k, xs in by.items()}
 
 
 def _cpus() -> int:
@@ -208,6 +222,10 @@ def main(argv: list[str] | None = None) -> None:
               f"{s['median_pause_ms']:5.0f}  {s['median_slowest_dump_ms']:12.0f}  "
               f"{s['median_thaw_ms']:4.0f}   {'meets' if s['meets_target'] else 'misses'} "
               f"<= {TARGET_MS:.0f} ms")
+    for v, s in res["summary"].items():
+        if s["median_criu_phases_ms"]:
+            print(f"CRIU phases {v}: " + ", ".join(f"{k} {x:.0f}" for k, x in
+                                                   s["median_criu_phases_ms"].items()) + " ms")
     print(f"results: {out}/results.json, {out}/plot.png")
 
 

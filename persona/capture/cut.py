@@ -37,6 +37,7 @@ class PendingDump(Protocol):
 
 
 class GatedEngine(Engine, Protocol):
+    def lock_network(self, netns_pid: int) -> Callable[[], None]: ...  # returns the unlock
     def open_gate(self, gate: Path) -> None: ...
     def start_checkpoint(self, cid: str, name: str, directory: str) -> PendingDump: ...
 
@@ -76,6 +77,7 @@ class CutResult:
     thaw_ms: float = 0.0
     inside_ms: float = 0.0  # the ``inside`` work (files read while frozen), run beside the dumps
     prepare_ms: float = 0.0  # gated cut: dump start-up before the freeze (outside the window)
+    lock_ms: float = 0.0  # gated cut: network lock + unlock of the host (outside the window)
 
 
 def consistent_cut(engine: Engine, plan: CutPlan, directory: Path, name: str,
@@ -173,13 +175,16 @@ def consistent_cut(engine: Engine, plan: CutPlan, directory: Path, name: str,
 
 def gated_cut(engine: GatedEngine, plan: CutPlan, directory: Path, name: str,
               inside: Callable[[], object] | None = None,
-              ready_timeout_s: float = 60.0) -> CutResult:
+              ready_timeout_s: float = 60.0, netns_pid: int | None = None) -> CutResult:
     """The consistent cut with the dumps' start-up moved out of the frozen window.
 
     Every dump is started first and held at a gate before it touches any task (for runc +
     CRIU: CRIU's pre-dump hook, after runc's and CRIU's start-up and kernel probing). When all
     wait there, the host is frozen, the gates open, the dumps (and ``inside``) run, and the host
-    is thawed once every dump has ended. Same guarantees as ``consistent_cut``: everything
+    is thawed once every dump has ended. With ``netns_pid``, the host's network namespace is
+    locked (no packet from outside gets in, so the kernel ACKs nothing a dump could miss) just
+    before the freeze and unlocked just after the thaw, in every path; the dumpers then skip
+    their own per-dump locks. Same guarantees as ``consistent_cut``: everything
     frozen is thawed in every path (only after every released dump has ended, since a dumper
     restores the freezer state it found), and a failed cut leaves no checkpoint folder.
     """
@@ -188,7 +193,8 @@ def gated_cut(engine: GatedEngine, plan: CutPlan, directory: Path, name: str,
     pending: dict[str, PendingDump] = {}
     paused: list[Member] = []
     dump_ms: dict[str, float] = {}
-    inside_ms = prepare_ms = 0.0
+    inside_ms = prepare_ms = lock_ms = 0.0
+    unlock: Callable[[], None] | None = None
     t0: float | None = None
     t_paused = 0.0
     ok = False
@@ -214,6 +220,10 @@ def gated_cut(engine: GatedEngine, plan: CutPlan, directory: Path, name: str,
             if waiting:
                 time.sleep(0.0005)
         prepare_ms = (time.perf_counter() - tp) * 1000
+        if netns_pid is not None:
+            tl = time.perf_counter()
+            unlock = engine.lock_network(netns_pid)
+            lock_ms = (time.perf_counter() - tl) * 1000
 
         t0 = time.perf_counter()
         for m in plan.freeze:
@@ -276,15 +286,22 @@ def gated_cut(engine: GatedEngine, plan: CutPlan, directory: Path, name: str,
                     if still == "paused":
                         thaw_errors.append(f"{m.name}: {e}")
         t_end = time.perf_counter()
+        if unlock is not None:
+            tl = time.perf_counter()
+            try:
+                unlock()
+            except Exception as e:
+                thaw_errors.append(str(e))
+            lock_ms += (time.perf_counter() - tl) * 1000
         shutil.rmtree(gate, ignore_errors=True)
         if not ok:
             shutil.rmtree(directory, ignore_errors=True)
         if thaw_errors:
-            msg = ("could not unpause " + "; ".join(thaw_errors) +
+            msg = ("could not unpause or unlock " + "; ".join(thaw_errors) +
                    " — run: docker unpause <container>")
             if error is None:
                 raise CaptureError(msg)
             raise CaptureError(f"{error}; and {msg}") from error
     start = t0 if t0 is not None else t_end
     return CutResult(name, directory, (t_end - start) * 1000, (t_paused - start) * 1000, dump_ms,
-                     (t_end - t_thaw) * 1000, inside_ms, prepare_ms)
+                     (t_end - t_thaw) * 1000, inside_ms, prepare_ms, lock_ms)

@@ -17,13 +17,15 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from persona.errors import CaptureError
 from persona.lab import engine as lab_engine
 
-RUNC_ROOT = "/run/docker/runtime-runc/moby"  # dockerd's default runc state root (namespace moby)
+RUNC_ROOT = "/run/docker/runtime-runc/moby"
+CRIU_LOG_NAME = "criu-dump.log"  # CRIU's dump log, kept in the image folder (restore ignores it)  # dockerd's default runc state root (namespace moby)
 
 
 class DockerEngine:
@@ -135,8 +137,10 @@ class FastEngine(DockerEngine):
                 tail = log.read_text()[-800:] if log.exists() else ""
                 raise CaptureError(f"runc checkpoint of {cid[:12]} failed: "
                                    f"{res.stderr.strip()[-400:]} {tail}")
+            if (Path(work) / "dump.log").exists():
+                shutil.copyfile(Path(work) / "dump.log", image / CRIU_LOG_NAME)
         except FileNotFoundError as e:
-            raise CaptureError("runc is not on PATH; use --dump engine") from e
+            raise CaptureError("runc is not on PATH; use --cut engine") from e
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -161,8 +165,46 @@ def write_gate(gate: Path) -> Path:
     script.write_text(GATE_SCRIPT)
     script.chmod(0o755)
     conf = gate / "criu.conf"
-    conf.write_text(f"action-script {script}\n")
+    # network-lock skip: the cut locks the host's namespace once, outside the frozen window
+    # (see netns_lock), instead of every CRIU running 7 iptables processes inside it
+    conf.write_text(f"action-script {script}\nnetwork-lock skip\n")
     return conf
+
+
+NETLOCK_COMMENT = "persona-cut-lock"
+
+
+def netns_lock_rule() -> list[str]:
+    """Drop every packet entering the host's namespace from outside (loopback stays open:
+    its peers are all frozen); the kernel then ACKs nothing the dumps could miss (pure)."""
+    return ["INPUT", "!", "-i", "lo", "-m", "comment", "--comment", NETLOCK_COMMENT,
+            "-j", "DROP"]
+
+
+def _iptables(pid: int, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["nsenter", "-t", str(pid), "-n", "iptables", "-w", *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def netns_lock(pid: int) -> Callable[[], None]:
+    """Lock the network namespace of ``pid``; returns the unlock. Stale locks of an earlier,
+    crashed cut are removed first."""
+    while _iptables(pid, "-D", *netns_lock_rule()).returncode == 0:
+        pass
+    r = _iptables(pid, "-I", *netns_lock_rule())
+    if r.returncode != 0:
+        raise CaptureError(f"cannot lock the host's network (iptables in netns of {pid}): "
+                           f"{r.stderr.strip()}; check: persona doctor")
+
+    def unlock() -> None:
+        for _ in range(3):
+            if _iptables(pid, "-D", *netns_lock_rule()).returncode == 0:
+                return
+            time.sleep(0.05)
+        raise CaptureError(f"could not remove the network lock of the host (netns of pid {pid})"
+                           f"; run: nsenter -t {pid} -n iptables -D {' '.join(netns_lock_rule())}")
+
+    return unlock
 
 
 class GatedDump:
@@ -222,6 +264,9 @@ class GatedDump:
                                f"{timeout_s:.0f}s") from e
         if self.proc.returncode != 0:
             self._raise_failed()
+        log = self.work / "dump.log"
+        if log.exists():  # kept with the images: the per-phase timings of this dump
+            shutil.copyfile(log, self.image / CRIU_LOG_NAME)
 
     def _raise_failed(self) -> None:
         self.proc.wait()
@@ -238,6 +283,9 @@ class GatedEngine(FastEngine):
     def __init__(self, client: Any, cgroup_root: Path = Path("/sys/fs/cgroup")) -> None:
         super().__init__(client, "freezer", "runc", cgroup_root=cgroup_root)
         self.gate: tuple[Path, Path] | None = None
+
+    def lock_network(self, netns_pid: int) -> Callable[[], None]:
+        return netns_lock(netns_pid)
 
     def open_gate(self, gate: Path) -> None:
         self.gate = (gate, write_gate(gate))

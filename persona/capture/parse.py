@@ -274,3 +274,37 @@ def criu_image_summary(images: Mapping[str, Mapping[str, Any]]) -> dict[str, Any
         "open_files_by_type": kinds,
         "inet_sockets": tcp,
     }
+
+
+CRIU_LOG_MARKS = (  # (phase that ends at this line, first line starting with the marker)
+    ("start", "Running pre-dump scripts"),  # runc + CRIU start-up, kernel probe (or kdat cache)
+    ("freeze_seize", "Seized task"),  # (gate wait), cgroup freezer, ptrace seize
+    ("tasks", "Dumping pages"),  # mount tree walk, task state, files, sockets, parasite
+    ("memory", "cg: Dumping cgroups for thread"),  # pages
+    ("cgroups_mounts_ns", "Running post-dump scripts"),  # cgroups, mounts (tmpfs tars), netns
+    ("post_cleanup", "Unfreezing tasks"),  # post-dump/network-unlock hooks, temp mount cleanup
+    ("unseize", "Dumping finished successfully"),
+)
+
+
+def criu_log_phases(text: str) -> dict[str, float]:
+    """Milliseconds per dump phase from a CRIU ``dump.log`` (its ``(sss.uuuuuu)`` stamps).
+
+    Phases are delimited by the first line of each marker in ``CRIU_LOG_MARKS`` *after* the
+    previous marker; missing markers leave their phase out."""
+    import re
+
+    stamps: list[tuple[float, str]] = []
+    for line in text.splitlines():
+        m = re.match(r"\((\d+\.\d+)\)\s?(.*)", line)
+        if m:
+            stamps.append((float(m.group(1)), m.group(2).strip()))
+    out: dict[str, float] = {}
+    prev_t, i = 0.0, 0
+    for phase, mark in CRIU_LOG_MARKS:
+        j = next((k for k in range(i, len(stamps)) if stamps[k][1].startswith(mark)), None)
+        if j is None:
+            continue
+        out[phase] = round((stamps[j][0] - prev_t) * 1000, 1)
+        prev_t, i = stamps[j][0], j + 1
+    return out

@@ -16,7 +16,7 @@ from typing import Any
 from persona.capture import parse, probe
 from persona.capture.assemble import ContainerObs, HostObs, build_manifest, summary_json
 from persona.capture.cut import Member, consistent_cut, gated_cut, plan_cut
-from persona.capture.docker_engine import DockerEngine, FastEngine, GatedEngine
+from persona.capture.docker_engine import CRIU_LOG_NAME, DockerEngine, FastEngine, GatedEngine
 from persona.capture.sink import VersionInfo, VersionSink, new_capture_id
 from persona.errors import CaptureError, LabError
 from persona.lab import criu_cache, demo, spec
@@ -186,7 +186,8 @@ def _capture(client: Any, host: str, sink: VersionSink, opts: CaptureOptions,
     eng = cut_engine(client, opts)
     inside = read_files if opts.files_in_cut else None
     if isinstance(eng, GatedEngine):
-        cut = gated_cut(eng, plan_cut(members), staging / "process", name, inside=inside)
+        cut = gated_cut(eng, plan_cut(members), staging / "process", name, inside=inside,
+                        netns_pid=ns_pid)
     else:
         cut = consistent_cut(eng, plan_cut(members), staging / "process", name,
                              parallel=opts.parallel_dumps, inside=inside)
@@ -195,6 +196,7 @@ def _capture(client: Any, host: str, sink: VersionSink, opts: CaptureOptions,
 
     # ---- after thaw: decode images, filesystem diffs, config, metadata
     obs = []
+    phases: dict[str, dict[str, float]] = {}
     for c in cs:
         cname = c["Names"][0].lstrip("/")
         ins = info[c["Id"]]
@@ -209,6 +211,10 @@ def _capture(client: Any, host: str, sink: VersionSink, opts: CaptureOptions,
             proc = {**parse.criu_image_summary(probe.load_criu_images(final)),
                     "dump_ms": round(cut.dump_ms.get(cname, 0.0), 1),
                     "checkpoint_name": name}
+            clog = final / CRIU_LOG_NAME
+            if clog.exists():
+                proc["criu_phases_ms"] = parse.criu_log_phases(clog.read_text(errors="replace"))
+                phases[cname] = proc["criu_phases_ms"]
             proc_data = str(final.relative_to(staging))
             proc_bytes = probe.dir_size(final)
         diff = client.diff(c["Id"]) or []
@@ -240,7 +246,8 @@ def _capture(client: Any, host: str, sink: VersionSink, opts: CaptureOptions,
     manifest.save(staging / "manifest.json")
     timings = {"pause_ms": round(cut.pause_ms, 1), "thaw_ms": round(cut.thaw_ms, 1),
                "files_in_cut_ms": round(cut.inside_ms, 1) if opts.files_in_cut else None,
-               "prepare_ms": round(cut.prepare_ms, 1),
+               "prepare_ms": round(cut.prepare_ms, 1), "netlock_ms": round(cut.lock_ms, 1),
+               "criu_phases_ms": phases,
                "dump_ms": {k: round(x, 1) for k, x in cut.dump_ms.items()},
                "total_ms": 0.0}
     capture_id = new_capture_id()

@@ -4,6 +4,7 @@ every fault path thaws and leaves no checkpoint folder or gate behind."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +82,16 @@ class FakeGatedEngine:
     def open_gate(self, gate: Path) -> None:
         self.gate = gate
 
+    def lock_network(self, netns_pid: int) -> Callable[[], None]:
+        assert all(s == "running" for s in self.states.values()), "lock is outside the window"
+        self.calls.append(f"lock {netns_pid}")
+
+        def unlock() -> None:
+            assert all(s != "paused" for s in self.states.values()), "unlock before the thaw"
+            self.calls.append(f"unlock {netns_pid}")
+
+        return unlock
+
     def start_checkpoint(self, cid: str, name: str, directory: str) -> FakeDump:
         assert self.gate is not None and self.gate.is_dir()
         assert all(s == "running" for s in self.states.values()), "started after the freeze"
@@ -145,3 +156,19 @@ def test_a_container_that_stopped_is_not_frozen_and_nothing_dumps(tmp_path: Path
         gated_cut(eng, plan_cut(M), tmp_path / "ck", "c1")
     assert not any(c.startswith(("start", "go")) for c in eng.calls)
     assert all(s in ("running", "exited") for s in eng.states.values())
+
+
+def test_network_lock_wraps_the_window_in_every_path(tmp_path: Path) -> None:
+    eng = FakeGatedEngine()
+    gated_cut(eng, plan_cut(M), tmp_path / "ck", "c1", netns_pid=42)
+    lock, unlock = eng.calls.index("lock 42"), eng.calls.index("unlock 42")
+    assert lock < min(i for i, c in enumerate(eng.calls) if c.startswith("pause"))
+    assert unlock > max(i for i, c in enumerate(eng.calls) if c.startswith("unpause"))
+    eng = FakeGatedEngine(fail_dump="a")
+    with pytest.raises(CaptureError):
+        gated_cut(eng, plan_cut(M), tmp_path / "ck2", "c1", netns_pid=42)
+    assert eng.calls[-1] == "unlock 42"
+    eng = FakeGatedEngine(fail_before_gate="a")  # failing before the lock: nothing to undo
+    with pytest.raises(CaptureError):
+        gated_cut(eng, plan_cut(M), tmp_path / "ck3", "c1", netns_pid=42)
+    assert not any(c.startswith(("lock", "unlock")) for c in eng.calls)

@@ -121,3 +121,17 @@ def test_criu_image_summary() -> None:
     assert s["processes"] == [{"pid": 1, "ppid": 0, "threads": 2}]
     assert s["open_files_by_type"] == {"REG": 1, "INETSK": 1}
     assert s["inet_sockets"][0]["dst_port"] == 6379
+
+
+def test_criu_log_phases_of_a_real_runc_dump() -> None:
+    """A dump.log of one demo container (runc checkpoint --leave-running, CRIU 4.2.1)."""
+    from persona.capture.parse import CRIU_LOG_MARKS, criu_log_phases
+
+    text = (Path(__file__).parent / "data" / "runc-dump.log").read_text()
+    ph = criu_log_phases(text)
+    assert list(ph) == [p for p, _ in CRIU_LOG_MARKS]
+    last = float(text.strip().splitlines()[-1][1:10])
+    assert abs(sum(ph.values()) - last * 1000) < 0.5  # phases tile the whole dump
+    assert ph["memory"] < 20 < ph["cgroups_mounts_ns"]  # this kind of dump is not memory-bound
+    assert criu_log_phases("(00.000100) Running pre-dump scripts\nnoise\n") == {"start": 0.1}
+    assert criu_log_phases("") == {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,12 @@ def test_connection_survives_capture_and_restore_into_new_containers(
     if route == "engine":
         cut = consistent_cut(DockerEngine(client), plan_cut(ms), tmp_path / "ck", "c1")
     else:
-        cut = gated_cut(GatedEngine(client), plan_cut(ms), tmp_path / "ck", "c1")
-        assert cut.prepare_ms > 0 and not list(tmp_path.glob(".gate-*"))
+        ns = demo.netns_pid(client, host)
+        cut = gated_cut(GatedEngine(client), plan_cut(ms), tmp_path / "ck", "c1", netns_pid=ns)
+        assert cut.prepare_ms > 0 and cut.lock_ms > 0 and not list(tmp_path.glob(".gate-*"))
+        rules = subprocess.run(["nsenter", "-t", str(ns), "-n", "iptables", "-S", "INPUT"],
+                               capture_output=True, text=True, check=True).stdout
+        assert "persona-cut-lock" not in rules, "network lock left behind"
     for m in ms:  # nobody left frozen
         assert client.inspect_container(m.cid)["State"]["Paused"] is False
     ticks_at_cut = int(redis_cli(client, redis, "GET", "demo:worker:ticks"))

@@ -29,12 +29,20 @@ def read_sockets(pid: int, proc_root: Path = Path("/proc")) -> list[TcpSocket]:
     return socks
 
 
+# Docker's embedded DNS resolver listens on 127.0.0.11 at a port chosen anew in every network
+# namespace: it belongs to the engine, not to the host's persona, and never matches.
+ENGINE_ADDRESSES = frozenset({"127.0.0.11"})
+
+
 def _internal(addr: str, own: set[str]) -> bool:
     return addr.startswith("127.") or addr == "::1" or addr in own
 
 
 def normalise(sockets: Sequence[TcpSocket]) -> dict[str, Any]:
     """``{"listen": [[addr, port], ...], "internal": {"server:6379": n, "client:6379": n}}``."""
+    sockets = [
+        s for s in sockets if s.local not in ENGINE_ADDRESSES and s.remote not in ENGINE_ADDRESSES
+    ]
     listen = sorted({(s.local, s.local_port) for s in sockets if s.state == "LISTEN"})
     ports = {p for _, p in listen}
     own = {s.local for s in sockets if s.local not in ("0.0.0.0", "::")}

@@ -120,8 +120,16 @@ def diff_fields(
     candidate: Sequence[Mapping[str, Any]],
     relative: float = 0.20,
     absolute: float = 0.0003,
+    drift_scale: float = 1.0,
 ) -> list[FieldDiff]:
-    """Per field: raw diffs (candidate vs primary) against noise diffs (secondary vs primary)."""
+    """Per field: raw diffs (candidate vs primary) against noise diffs (secondary vs primary).
+
+    ``drift_scale`` = (candidate time - primary time) / (secondary time - primary time). Noise
+    that comes from the data changing over time (a worker rewriting items) grows with elapsed
+    time: a field that changed on a fraction ``z`` of requests between the two baseline
+    replays is expected to have changed on ``1 - (1 - z) ** drift_scale`` of them by the
+    candidate's replay. Noise that is not time-driven (``z`` = 0 or 1) is unaffected.
+    """
     if not (len(corpus) == len(primary) == len(secondary) == len(candidate)):
         raise ValueError("corpus and the three replays must have the same length")
     stats: dict[tuple[str, str], list[Any]] = {}
@@ -140,6 +148,8 @@ def diff_fields(
     out = []
     for (group, key), (n, raw, noise, example) in sorted(stats.items()):
         r, z = raw / n, noise / n
+        if drift_scale > 1.0:
+            z = 1.0 - (1.0 - z) ** drift_scale
         sig = r > z * (1 + relative) and (r - z) > absolute
         out.append(FieldDiff(key, group, n, raw, noise, sig, example if raw else None))
     return out

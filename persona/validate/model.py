@@ -136,6 +136,8 @@ class Baseline:
     connections: dict[str, Any] | None
     redis_ops: dict[str, list[float]] | None = None
     format: str = BASELINE_FORMAT
+    # wall-clock start of the two corpus replays (None in baselines recorded before this field)
+    replay_times: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

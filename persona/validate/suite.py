@@ -107,6 +107,16 @@ def _ramp(target: Target, rates: list[float], s: Settings, seed: int) -> list[di
     return out
 
 
+def _drift_scale(replay_times: list[float] | None, t_candidate: float) -> float:
+    """How many baseline replay intervals separate the candidate's replay from the primary's."""
+    if not replay_times or len(replay_times) != 2:
+        return 1.0
+    t_a, t_b = replay_times
+    if t_b <= t_a:
+        return 1.0
+    return max(1.0, (t_candidate - t_a) / (t_b - t_a))
+
+
 def record_baseline(
     target: Target, *, seed: int = 0, budget_s: float = DEFAULT_BUDGET_S, **overrides: Any
 ) -> Baseline:
@@ -119,6 +129,7 @@ def record_baseline(
     t_start = time.time()
     c = corpus.replayable(corpus.build_corpus(target.corpus_items, seed, s.corpus_items))
     cl = [dict(r) for r in c]
+    t_a = time.time()
     raw_a = load.replay(target.api_url, cl, s.timeout_s, _replay_deadline(s))
     if all(status == 0 for status, _ in raw_a):
         raise ValidationError(f"{target.api_url} does not answer; is host {target.host} up?")
@@ -138,6 +149,7 @@ def record_baseline(
     ramp = _ramp(target, [f * capacity for f in s.ramp_fractions], s, seed)
     conns = _conn_table(target)
     red = _redis(target, s, seed)
+    t_b = time.time()
     raw_b = load.replay(target.api_url, cl, s.timeout_s, _replay_deadline(s))
     settings = {
         **asdict(s),
@@ -158,6 +170,7 @@ def record_baseline(
         ramp=ramp,
         connections=conns,
         redis_ops=({"ops_per_s": red["ops_per_s"], "dbsize": [red["dbsize"]]} if red else None),
+        replay_times=[t_a, t_b],
     )
 
 
@@ -189,6 +202,7 @@ def validate_target(
         )
     t0 = time.monotonic()
     cl = baseline.corpus
+    t_c = time.time()
     raw_c = load.replay(target.api_url, cl, s.timeout_s, _replay_deadline(s))
     tp = load.closed_loop(
         target.api_url,
@@ -227,6 +241,7 @@ def validate_target(
         _fields(cl, raw_c),
         tol.noise_relative,
         tol.noise_absolute,
+        drift_scale=_drift_scale(baseline.replay_times, t_c),
     )
     cand_lat = lat.ok_latencies()
     # requests that failed count against latency at the timeout (they were not fast)

@@ -271,3 +271,41 @@ def test_settings_budget_bounds() -> None:
         + s.redis_windows * s.redis_window_s
     )
     assert phases < 0.8 * 90
+
+
+def test_time_driven_drift_scales_with_elapsed_time() -> None:
+    """A worker rewriting items: the drift seen between the two baseline replays, scaled to
+    the candidate's later replay, is noise; losing the data is not."""
+    c = [
+        {"method": "GET", "path": f"/item/{i}", "group": "state", "fields": ""} for i in range(200)
+    ]
+    base = [{"status": 200, "sha": f"v0-{i}"} for i in range(200)]
+    sec = [
+        {"status": 200, "sha": "w" if i < 10 else f"v0-{i}"} for i in range(200)
+    ]  # 5 % in 1 interval
+    # four intervals later about 1 - 0.95**4 = 18.5 % have been rewritten
+    later = [{"status": 200, "sha": "w" if i < 36 else f"v0-{i}"} for i in range(200)]
+
+    def sig(cand: list[dict[str, object]], scale: float) -> bool:
+        (d,) = [
+            x for x in corpus.diff_fields(c, base, sec, cand, drift_scale=scale) if "sha" in x.field
+        ]
+        return d.significant
+
+    assert sig(later, 1.0)  # without the time model this drift looks like a broken restore
+    assert not sig(later, 4.0)
+    lost = [{"status": 200, "sha": f"new-{i}"} for i in range(200)]
+    assert sig(lost, 4.0)  # a cold start that lost the data is still caught
+    assert sig(lost, 1.0)
+
+
+def test_engine_dns_listener_is_not_part_of_the_table() -> None:
+    def dns(port: int) -> list[TcpSocket]:
+        return [
+            _sock("127.0.0.11", port, "0.0.0.0", 0, "LISTEN"),
+            _sock("127.0.0.1", 6379, "0.0.0.0", 0, "LISTEN"),
+        ]
+
+    a, b = conntable.normalise(dns(40001)), conntable.normalise(dns(35555))
+    assert conntable.compare(a, b) == []
+    assert a["listen"] == [["127.0.0.1", 6379]]

@@ -56,3 +56,7 @@ class ValidationError(PersonaError):
 
 class LabError(PersonaError):
     """The live lab (Docker engine, CRIU, images, networks) is missing or broken."""
+
+
+class VmError(PersonaError):
+    """A virtual machine (QEMU, its image, its guest agent) is missing, broken or timed out."""

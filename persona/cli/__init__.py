@@ -29,6 +29,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "failover": ("persona.cli.recover_cmd:failover", "Detect a host's failure, fence, recover, validate."),
     "restore": ("persona.cli.recover_cmd:restore", "Restore a persona version onto a replacement host."),
     "bench": ("persona.cli.recover_cmd:bench", "Live benchmarks (bench failover)."),
+    "vm": ("persona.cli.vm_cmd:vm", "VM mode: cloud-kernel guests whose modules really load."),
 }
 
 

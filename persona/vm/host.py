@@ -58,7 +58,7 @@ VM_HOST = VmHostSpec(
         ModuleSpec("nf_defrag_ipv4"),
         ModuleSpec("nf_defrag_ipv6"),
         ModuleSpec("nf_conntrack", {"hashsize": "4096", "expect_hashsize": "1024",
-                                    "acct": "1", "tstamp": "1"}),
+                                    "acct": "Y", "tstamp": "Y"}),
         ModuleSpec("brd", {"rd_nr": "2", "rd_size": "8192", "max_part": "2"}),
     ),
     address="10.78.0.2/24",

@@ -155,6 +155,27 @@ def _run(cmd: list[str], what: str, cwd: Path | None = None, timeout: float = 30
     return r.stdout
 
 
+def ensure_qemu(install: bool = True) -> str:
+    """The path of qemu-system-x86_64; installs Debian's ``qemu-system-x86`` (no recommends)
+    when missing and we are root. Raises VmError with the fixing command otherwise."""
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu:
+        return qemu
+    fix = "apt-get install --no-install-recommends qemu-system-x86"
+    if not install or os.geteuid() != 0:
+        raise VmError(f"qemu-system-x86_64 is missing; run as root: {fix}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "qemu-system-x86"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    if r.returncode != 0:  # stale package lists on a fresh machine: update once, retry
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300)
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    qemu = shutil.which("qemu-system-x86_64")
+    if r.returncode != 0 or not qemu:
+        raise VmError(f"installing qemu-system-x86 failed: {r.stderr.strip()[-400:]}; try: {fix}")
+    return qemu
+
+
 def resolve_kernel_package() -> str:
     """The versioned package the cloud-kernel metapackage points at (apt's candidate)."""
     out = _run(["apt-cache", "depends", "--important", KERNEL_META], "apt-cache depends")

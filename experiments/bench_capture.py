@@ -26,6 +26,7 @@ Per capture it prints freeze time = pause + dumps (parallel) + thaw, and writes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -131,7 +132,8 @@ def run(cfg: Config) -> dict[str, Any]:
         criu_cache.ensure_kdat_cache()  # leave the cache in place for everyone else
         shutil.rmtree(work, ignore_errors=True)
         for cid in reversed(created):
-            client.remove_container(cid, force=True)
+            with contextlib.suppress(Exception):  # someone may have removed it already
+                client.remove_container(cid, force=True)
     summary = {}
     for v in cfg.variants:
         xs = [s.freeze_ms for s in samples if s.variant == v]

@@ -128,6 +128,17 @@ def parse_ip_link(text: str) -> dict[str, str]:
     return out
 
 
+def cpu_rate(text: str) -> tuple[float, float]:
+    """Two (cgroup usage_usec, uptime s) samples -> (mean CPU cores, window s)."""
+    f = text.split()
+    if len(f) != 4:
+        raise VmError(f"capture: cannot read the service's CPU usage from {text!r}")
+    u1, t1, u2, t2 = int(f[0]), float(f[1]), int(f[2]), float(f[3])
+    if t2 <= t1:
+        raise VmError("capture: guest uptime did not advance over the CPU window")
+    return max(0.0, (u2 - u1) / 1e6 / (t2 - t1)), t2 - t1
+
+
 def parse_kv(text: str) -> dict[str, str]:
     """'key<TAB>value' lines."""
     out = {}
@@ -148,7 +159,7 @@ class VmCapture:
 
 def capture_vm(g: Guest, out_dir: Path, config_paths: tuple[str, ...], cgroup: str,
                sysctls: tuple[str, ...], vm_labels: Mapping[str, str] | None = None,
-               ) -> VmCapture:
+               window_s: float = 1.0) -> VmCapture:
     """Capture the guest's persona into ``out_dir`` (manifest.json + data files)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tm: dict[str, float] = {}
@@ -199,6 +210,13 @@ def capture_vm(g: Guest, out_dir: Path, config_paths: tuple[str, ...], cgroup: s
     pids = cgv.get("cgroup.procs", "").split()
     if not pids:
         raise VmError(f"capture: no process in cgroup {cg}; is the service running?")
+    usage = step("cpu_window", f"for i in 1 2; do sed -n 's/^usage_usec //p' {cg}/cpu.stat; "
+                 f"cut -d' ' -f1 /proc/uptime; [ $i = 2 ] || sleep {window_s}; done",
+                 30 + window_s)
+    cpu_cores, window = cpu_rate(usage)
+    facts = parse_kv(step("guest_facts", "printf 'cpus\t%s\nmem_total_kb\t%s\n' "
+                          "\"$(nproc)\" \"$(sed -n 's/^MemTotal: *\\([0-9]*\\).*/\\1/p' "
+                          "/proc/meminfo)\""))
     cmdline = step("cmdline", f"tr '\\0' ' ' < /proc/{pids[0]}/cmdline").strip()
     tm["total_s"] = round(time.monotonic() - t_all, 3)
 
@@ -253,7 +271,8 @@ def capture_vm(g: Guest, out_dir: Path, config_paths: tuple[str, ...], cgroup: s
         depends_on=tuple(c for c in ("rootfs.filesystem", "demo.config", "network", "sysctl")
                          if c in {x.name for x in comps}),
         resources=ResourceProfile(
-            cpu_usage_cores=0.0, cpu_peak_cores=0.0, memory_bytes=mem_now,
+            cpu_usage_cores=round(cpu_cores, 4), cpu_peak_cores=round(cpu_cores, 4),
+            window_s=round(window, 3), samples=2, memory_bytes=mem_now,
             memory_peak_bytes=int(peak) if peak.isdigit() else mem_now,
             cpu_limit_cores=cpu_lim,
             memory_limit_bytes=int(mem_lim) if mem_lim.isdigit() else None),
@@ -263,7 +282,8 @@ def capture_vm(g: Guest, out_dir: Path, config_paths: tuple[str, ...], cgroup: s
                     "cpu_stat": cgv.get("cpu.stat", "").strip(),
                     "memory_state": "cold-start: no CRIU in the guest image; the replacement "
                                     "starts the service fresh from its captured command line"}))
-    labels = {"kind": "vm", "kernel_modules_note": mnote, **(vm_labels or {})}
+    labels = {"kind": "vm", "kernel_modules_note": mnote, "guest_cpus": facts.get("cpus", ""),
+              "guest_mem_total_kb": facts.get("mem_total_kb", ""), **(vm_labels or {})}
     kernel = g.run("uname -r").check("capture: uname").text.strip()
     man = PersonaManifest(
         host=HostInfo(name=g.name, captured_at=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from persona.errors import RestoreError
+from persona.errors import RestoreError, VmError
 from persona.model import ComponentKind
 from persona.vm import apply, capture, guest
 from persona.vm.protocol import Result
@@ -88,6 +88,10 @@ class FakeGuest:
         if s.startswith("tar -cf - "):
             return tar_of({"/etc/demo/app.conf": CONF, "/init": b"y",
                            "/var/lib/demo/state.txt": STATE})
+        if "usage_usec" in s:  # two (usage_usec, uptime) samples 1 s apart
+            return "1000\n10.00\n251000\n11.00\n"
+        if "nproc" in s:
+            return "cpus\t1\nmem_total_kb\t236000\n"
         if "sysctl -n" in s:
             return "net.netfilter.nf_conntrack_max\t5000\n"
         if "cgroup.procs" in s and "printf" in s:
@@ -122,6 +126,8 @@ def test_capture_builds_model_with_modules_through_capture_parser(tmp_path: Path
         ["/etc/demo/app.conf", "/var/lib/demo/state.txt"], ["/init"], ["/etc/group"])
     proc = m.component("demo.process")
     assert proc.resources is not None and proc.resources.cpu_limit_cores == pytest.approx(0.2)
+    assert proc.resources.cpu_usage_cores == pytest.approx(0.25)
+    assert m.host.labels["guest_mem_total_kb"] == "236000"
     assert proc.attributes["memory_state"].startswith("cold-start")
     assert (tmp_path / "manifest.json").exists() and (tmp_path / "fs.tar").stat().st_size > 0
     assert apply.plan(m)[:6] == [c.name for c in kmods]
@@ -174,6 +180,9 @@ def test_pure_parsers() -> None:
     assert capture.parse_ip_addr(IP_ADDR)[1] == {"iface": "dummy0", "family": "inet",
                                                  "addr": "10.78.0.2", "prefix": "24"}
     assert apply.prefix_len("255.255.255.0") == 24
+    assert capture.cpu_rate("0 1.0 500000 2.0") == (0.5, 1.0)
+    with pytest.raises(VmError, match="did not advance"):
+        capture.cpu_rate("0 2.0 5 2.0")
     mods, params = capture.split_modules_dump(MODULES + "@@PARAMS\n" + PARAMS)
     km, note = capture.read_modules(mods, params)
     assert km[-1].name == "brd" and km[-1].parameters == {"rd_nr": "2"} and "6 modules" in note

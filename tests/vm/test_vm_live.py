@@ -87,6 +87,11 @@ def test_vm_persona_round_trip_loads_modules_in_captured_order(
     assert body.strip() == "hello from the persona vm host"
     rcap = capture_spec(repl, spec, tmp_path / "replacement", {"test": "live"})
     assert apply.compare(cap.manifest, rcap.manifest) == []
+    # control: the read-back is live, not the capture echoed: reload brd with another value
+    repl.sh(f"rmmod brd && {host.insmod_line(vm_image.modules['brd'], {'rd_nr': '3'})}",
+            "reloading brd")
+    diffs = apply.compare(cap.manifest, capture_spec(repl, spec, tmp_path / "control", {}).manifest)
+    assert "kmod.brd parameter rd_nr: original '2', replacement '3'" in diffs
     elapsed = time.monotonic() - t0
     print(f"\nboot {orig.boot_s:.1f}/{repl.boot_s:.1f} s, apply {trace.total_s:.2f} s "
           f"(modules {trace.seconds('kernel_module'):.2f} s), total {elapsed:.1f} s")

@@ -27,6 +27,7 @@ from sb3_contrib import MaskablePPO
 from torch import nn
 
 from agents.extractor import GraphExtractor, GraphPolicy, PointerHead
+from agents.masks import safe_mask_torch
 from agents.train import load_run_config
 from envs import layout
 from envs.scenarios import resolve
@@ -53,7 +54,9 @@ class OnnxablePolicy(nn.Module):
 
     globals_scale: th.Tensor
 
-    def __init__(self, policy: GraphPolicy, max_components: int | None = None) -> None:
+    def __init__(
+        self, policy: GraphPolicy, max_components: int | None = None, safe_allocation: bool = True
+    ) -> None:
         super().__init__()
         fe = policy.features_extractor
         assert isinstance(fe, GraphExtractor)
@@ -68,6 +71,8 @@ class OnnxablePolicy(nn.Module):
         scale = th.ones(len(layout.GLOBAL_FEATURES))
         scale[layout.GCOL["n_frac"]] = n / n_train
         self.register_buffer("globals_scale", scale)
+        self.safe = safe_allocation
+        self.alloc_levels = SimConfig().alloc_levels
 
     def forward(
         self,
@@ -81,6 +86,8 @@ class OnnxablePolicy(nn.Module):
         obs = {"nodes": nodes, "adjacency": adjacency, "node_mask": node_mask, "globals": g}
         latent = self.mlp.forward_actor(self.extractor(obs))
         logits = self.head(latent)
+        if self.safe:
+            action_mask = safe_mask_torch(nodes, globals_, action_mask, self.alloc_levels)
         masked = th.where(action_mask, logits, th.full_like(logits, MASKED_LOGIT))
         return th.argmax(masked, dim=-1), logits
 
@@ -102,7 +109,9 @@ def load_model(path: Path) -> MaskablePPO:
         raise PolicyError(f"cannot load a MaskablePPO model from {path}: {e}") from e
 
 
-def export_onnx(model: MaskablePPO, out: Path, max_components: int | None = None) -> int:
+def export_onnx(
+    model: MaskablePPO, out: Path, max_components: int | None = None, safe_allocation: bool = True
+) -> int:
     """Write the ONNX graph; returns the padding size N it takes."""
     policy = model.policy
     if not isinstance(policy, GraphPolicy):
@@ -119,7 +128,7 @@ def export_onnx(model: MaskablePPO, out: Path, max_components: int | None = None
     F, G = len(layout.NODE_FEATURES), len(layout.GLOBAL_FEATURES)
     dummy = (th.zeros(1, n, F), th.zeros(1, n, n), th.zeros(1, n), th.zeros(1, G))
     mask = th.ones((1, n * levels + 1), dtype=th.bool)
-    module = OnnxablePolicy(policy, n).eval()
+    module = OnnxablePolicy(policy, n, safe_allocation).eval()
     batch = {name: {0: "batch"} for name in (*INPUTS, *OUTPUTS)}
     out.parent.mkdir(parents=True, exist_ok=True)
     with th.no_grad(), warnings.catch_warnings():
@@ -139,7 +148,9 @@ def export_onnx(model: MaskablePPO, out: Path, max_components: int | None = None
     return n
 
 
-def sidecar(run: Path | None, model: MaskablePPO, onnx_path: Path, n: int) -> dict[str, Any]:
+def sidecar(
+    run: Path | None, model: MaskablePPO, onnx_path: Path, n: int, safe_allocation: bool
+) -> dict[str, Any]:
     space = model.observation_space
     sim = SimConfig()
     levels = sim.n_levels
@@ -185,6 +196,8 @@ def sidecar(run: Path | None, model: MaskablePPO, onnx_path: Path, n: int) -> di
             "wait_action": n * levels,
             "alloc_levels": list(sim.alloc_levels),
             "restore_cores": list(sim.restore_cores),
+            # the graph removes allocations that over-commit the host (agents.masks.safe_mask)
+            "safe_allocation": safe_allocation,
         },
         "sim_config": {k: v for k, v in asdict(sim).items() if k not in ("kind_models",)},
         "limits": limits,
@@ -204,8 +217,10 @@ def export_run(
     if out_p.suffix != ".onnx":
         raise PolicyError(f"--out must end in .onnx, got {out_p}")
     model = load_model(find_model(run_p))
-    n = export_onnx(model, out_p, max_components)
-    meta = sidecar(run_p if run_p.is_dir() else None, model, out_p, n)
+    run_dir = run_p if run_p.is_dir() else None
+    safe = load_run_config(run_p).safe_allocation if run_dir is not None else True
+    n = export_onnx(model, out_p, max_components, safe)
+    meta = sidecar(run_dir, model, out_p, n, safe)
     side = out_p.with_suffix(".json")
     atomic_write_text(side, json.dumps(meta, indent=2) + "\n")
     return out_p, side

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch as th
 import yaml
@@ -43,6 +44,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 from agents.baselines import PolicyContext
 from agents.evaluate import EpisodeResult, run_episode
 from agents.extractor import GraphPolicy
+from agents.masks import SafeAllocation, safe_mask
 from envs.restore_env import DEFAULT_MAX_COMPONENTS, DEFAULT_SCENARIO, RestoreEnv
 from persona.errors import ConfigError
 from persona.model import atomic_write_text
@@ -95,6 +97,7 @@ class TrainConfig:
     vec_env: str = "dummy"  # dummy | subproc
     torch_threads: int = 2
     checkpoint_every: int = 50_000
+    safe_allocation: bool = True  # mask allocations that over-commit the host (agents.masks)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     net: NetConfig = field(default_factory=NetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -154,15 +157,19 @@ def load_config(path: str | Path) -> TrainConfig:
 # environments
 
 
-def _env_factory(scenarios: str, max_components: int) -> Any:
-    def make() -> RestoreEnv:
-        return RestoreEnv(scenario=scenarios, max_components=max_components)
+def _env_factory(scenarios: str, max_components: int, safe: bool) -> Any:
+    def make() -> gym.Env[dict[str, np.ndarray], np.int64]:
+        env = RestoreEnv(scenario=scenarios, max_components=max_components)
+        return SafeAllocation(env) if safe else env
 
     return make
 
 
 def make_vec_env(cfg: TrainConfig) -> VecEnv:
-    fns = [_env_factory(cfg.scenarios, cfg.max_components) for _ in range(cfg.n_envs)]
+    fns = [
+        _env_factory(cfg.scenarios, cfg.max_components, cfg.safe_allocation)
+        for _ in range(cfg.n_envs)
+    ]
     vec: VecEnv = SubprocVecEnv(fns) if cfg.vec_env == "subproc" else DummyVecEnv(fns)
     return VecMonitor(vec)
 
@@ -176,16 +183,26 @@ def seed_training_envs(vec: VecEnv, seed: int) -> None:
 
 
 class Sb3Policy:
-    """An SB3 MaskablePPO model as an :class:`agents.baselines.Policy` (deterministic)."""
+    """An SB3 MaskablePPO model as an :class:`agents.baselines.Policy` (deterministic).
 
-    def __init__(self, model: MaskablePPO, name: str = "learned") -> None:
+    With ``safe_allocation`` the env's mask is refined by :func:`agents.masks.safe_mask`,
+    as during training and inside the exported ONNX graph.
+    """
+
+    def __init__(
+        self, model: MaskablePPO, name: str = "learned", safe_allocation: bool = True
+    ) -> None:
         self.model = model
         self.name = name
+        self.safe = safe_allocation
+        self.levels: tuple[float, ...] = ()
 
     def begin_episode(self, ctx: PolicyContext, seed: int) -> None:
-        pass
+        self.levels = ctx.config.alloc_levels
 
     def act(self, obs: dict[str, np.ndarray], mask: np.ndarray) -> int:
+        if self.safe:
+            mask = safe_mask(obs, mask, self.levels)
         action, _ = self.model.predict(obs, deterministic=True, action_masks=mask)
         return int(action)
 
@@ -194,10 +211,15 @@ class Sb3Policy:
 
 
 def evaluate_model(
-    model: MaskablePPO, scenarios: str, episodes: int, seed: int, max_components: int
+    model: MaskablePPO,
+    scenarios: str,
+    episodes: int,
+    seed: int,
+    max_components: int,
+    safe_allocation: bool = True,
 ) -> list[EpisodeResult]:
     env = RestoreEnv(scenario=scenarios, max_components=max_components)
-    pol = Sb3Policy(model)
+    pol = Sb3Policy(model, safe_allocation=safe_allocation)
     return [run_episode(env, pol, seed + k) for k in range(episodes)]
 
 

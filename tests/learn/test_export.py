@@ -45,16 +45,20 @@ def _observations(n_max: int, count: int) -> tuple[dict[str, np.ndarray], np.nda
 def test_onnx_matches_sb3_predict(tiny_run: TrainResult, tiny_onnx: Path) -> None:
     from sb3_contrib import MaskablePPO
 
+    from agents.masks import safe_mask
     from persona.restorer import OnnxRestorePolicy
 
     model = MaskablePPO.load(tiny_run.run_dir / "final_model.zip", device="cpu")
     obs, masks = _observations(10, 1000)
     assert len(masks) >= 1000
-    sb3, _ = model.predict(obs, deterministic=True, action_masks=masks)
+    # the ONNX graph refines the env's mask itself (safe allocation), as training did
+    safe = safe_mask(obs, masks, (0.8, 1.2, 1.8))
+    assert safe.sum() < masks.sum(), "no over-committing allocation among the samples"
+    sb3, _ = model.predict(obs, deterministic=True, action_masks=safe)
     pol = OnnxRestorePolicy(tiny_onnx)
     onnx_actions, logits = pol.run(obs, masks)
     assert logits.shape == masks.shape
-    assert masks[np.arange(len(masks)), onnx_actions].all(), "ONNX picked a masked action"
+    assert safe[np.arange(len(masks)), onnx_actions].all(), "ONNX picked a masked action"
     agree = float(np.mean(onnx_actions == sb3))
     assert agree == 1.0, f"only {agree:.1%} of actions agree"
     # and one by one through the Policy protocol
@@ -138,16 +142,20 @@ def test_repadded_export_acts_as_trained(tiny_run: TrainResult, tmp_path: Path) 
     meta = json.loads(side.read_text())
     assert meta["observation"]["max_components"] == 14
     assert meta["limits"]["trained_padding"] == 10
+    from agents.masks import safe_mask
+
     model = MaskablePPO.load(tiny_run.run_dir / "final_model.zip", device="cpu")
     pol = OnnxRestorePolicy(out)
-    L, checked = 3, 0
+    L, checked, lv = 3, 0, (0.8, 1.2, 1.8)
     for seed in range(40):
         narrow = RestoreEnv("generator://mixed-v0?components=4-8", max_components=10)
         wide = RestoreEnv("generator://mixed-v0?components=4-8", max_components=14)
         o10, _ = narrow.reset(seed=seed)
         o14, _ = wide.reset(seed=seed)
         while True:
-            a10, _ = model.predict(o10, deterministic=True, action_masks=narrow.action_masks())
+            a10, _ = model.predict(
+                o10, deterministic=True, action_masks=safe_mask(o10, narrow.action_masks(), lv)
+            )
             a14 = pol.act(o14, wide.action_masks())
             expect = 14 * L if int(a10) == 10 * L else int(a10)
             assert a14 == expect, (seed, int(a10), a14)

@@ -72,3 +72,35 @@ def test_bad_heads_rejected() -> None:
     env = RestoreEnv(max_components=24)
     with pytest.raises(ValueError, match="multiple of heads"):
         GraphExtractor(env.observation_space, dim=10, heads=4)
+
+
+def test_safe_mask_numpy_and_torch_agree_and_never_overcommit() -> None:
+    from agents.masks import SafeAllocation, safe_mask, safe_mask_torch
+    from envs import layout
+
+    levels = (0.8, 1.2, 1.8)
+    env = SafeAllocation(RestoreEnv("generator://mixed-v0?components=5-16", max_components=16))
+    rng = np.random.default_rng(1)
+    removed = 0
+    for seed in range(30):
+        obs, _ = env.reset(seed=seed)
+        while True:
+            raw = env.unwrapped.action_masks()
+            m = env.action_masks()
+            assert not (m & ~raw).any()  # only ever removes actions
+            removed += int(raw.sum() - m.sum())
+            t = {k: th.as_tensor(v)[None] for k, v in obs.items()}
+            mt = safe_mask_torch(t["nodes"], t["globals"], th.as_tensor(raw)[None], levels)
+            np.testing.assert_array_equal(mt[0].numpy(), m)
+            np.testing.assert_array_equal(safe_mask(obs, raw, levels), m)
+            a = int(rng.choice(np.flatnonzero(m)))
+            i, lv = divmod(a, 3)
+            proc = i < 16 and obs["nodes"][i, layout.COL["kind_process"]] > 0.5
+            before = float(obs["globals"][layout.GCOL["alloc_frac"]])
+            obs, _, term, trunc, _ = env.step(a)
+            if proc and lv > 0:  # started above level 0: it fitted in the free cores
+                assert float(obs["globals"][layout.GCOL["alloc_frac"]]) <= 1.0 + 1e-5
+                assert before <= 1.0 + 1e-5
+            if term or trunc:
+                break
+    assert removed > 0

@@ -12,12 +12,13 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from persona.errors import RestoreError
 from persona.model import ComponentKind, PersonaManifest
+from persona.provision.plan import Plan, captured_order_plan, check_plan
 from persona.vm.host import Guest, insmod_line, start_in_cgroup
 
 
@@ -39,15 +40,25 @@ class ApplyTrace:
         return round(sum(s.seconds for s in self.steps if s.kind == kind), 3)
 
 
-def plan(m: PersonaManifest) -> list[str]:
-    """Dependency order; kernel modules must come out in captured load order."""
-    order = list(m.topological_order())
-    kmods = [n for n in order if m.component(n).kind == ComponentKind.KERNEL_MODULE]
-    pos = [int(m.component(n).attributes["load_position"]) for n in kmods]
-    if pos != sorted(pos):
-        raise RestoreError("plan would load kernel modules out of captured order: "
-                           + ", ".join(kmods))
-    return order
+def resequence_modules(m: PersonaManifest, p: Plan) -> Plan:
+    """The plan with its kernel-module slots refilled in captured load order (a policy may
+    order independent modules freely; the kernel gets them as captured). Other steps keep
+    their positions; the result is checked with the provisioner's ``check_plan``."""
+    steps = list(p.steps)
+    slots = [i for i, s in enumerate(steps) if s.kind == ComponentKind.KERNEL_MODULE.value]
+    by_pos = sorted((steps[i] for i in slots),
+                    key=lambda s: int(m.component(s.component).attributes["load_position"]))
+    for i, s in zip(slots, by_pos, strict=True):
+        steps[i] = s
+    out = replace(p, steps=tuple(steps))
+    check_plan(m, out)
+    return out
+
+
+def plan(m: PersonaManifest, p: Plan | None = None) -> list[str]:
+    """The order apply follows: ``p`` (default: the captured-order plan) with kernel modules
+    in captured load order."""
+    return list(resequence_modules(m, p or captured_order_plan(m)).order)
 
 
 def prefix_len(mask: str) -> int:
@@ -73,11 +84,15 @@ def network_script(attrs: Mapping[str, Any]) -> str:
 
 
 def apply_vm(g: Guest, m: PersonaManifest, data_dir: Path,
-             module_paths: Mapping[str, str]) -> ApplyTrace:
-    """Apply ``m`` (captured into ``data_dir``) to guest ``g``; raise RestoreError on a failed step."""
+             module_paths: Mapping[str, str], p: Plan | None = None) -> ApplyTrace:
+    """Apply ``m`` (captured into ``data_dir``) to guest ``g`` following plan ``p`` (the
+    provisioner's :class:`~persona.provision.plan.Plan`; default: captured order). Raises
+    RestoreError on a failed step. A process step restores the captured cgroup limits; the
+    plan's allocation level is recorded, not applied (the VM keeps its captured settings)."""
     tr = ApplyTrace()
     t_all = time.monotonic()
-    for name in plan(m):
+    for st in resequence_modules(m, p or captured_order_plan(m)).steps:
+        name = st.component
         c = m.component(name)
         a = c.attributes
         t = time.monotonic()
@@ -117,7 +132,7 @@ def apply_vm(g: Guest, m: PersonaManifest, data_dir: Path,
         elif c.kind == ComponentKind.PROCESS:
             script = start_in_cgroup(a["cgroup"], a.get("cgroup_limits", {}), a["cmdline"])
             script += f"\nsleep 0.3\ncat /sys/fs/cgroup/{a['cgroup']}/cgroup.procs"
-            action = "cold start in cgroup (no CRIU image)"
+            action = f"cold start in cgroup (no CRIU image; plan level {st.level})"
         else:
             raise RestoreError(f"{name}: no VM apply step for kind {c.kind.value}")
         tr.steps.append(_run(g, name, c.kind, action, script, t))

@@ -186,3 +186,20 @@ def test_pure_parsers() -> None:
     mods, params = capture.split_modules_dump(MODULES + "@@PARAMS\n" + PARAMS)
     km, note = capture.read_modules(mods, params)
     assert km[-1].name == "brd" and km[-1].parameters == {"rd_nr": "2"} and "6 modules" in note
+
+
+def test_policy_plans_get_modules_resequenced_into_load_order(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from persona.provision.plan import captured_order_plan
+    m = capture.capture_vm(FakeGuest(), tmp_path, (), "demo", ()).manifest
+    p = captured_order_plan(m)
+    steps = list(p.steps)
+    steps[0], steps[1] = steps[1], steps[0]  # a policy put dummy before loop
+    out = apply.resequence_modules(m, replace(p, steps=tuple(steps)))
+    assert out.order[:2] == ("kmod.loop", "kmod.dummy")
+    # network depends on kmod.dummy: moving it to the front cannot be repaired
+    bad = [s for s in p.steps if s.component == "network"] + [
+        s for s in p.steps if s.component != "network"]
+    with pytest.raises(RestoreError, match="before its dependencies"):
+        apply.resequence_modules(m, replace(p, steps=tuple(bad)))

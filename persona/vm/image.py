@@ -32,7 +32,7 @@ from persona.vm import guest
 CACHE = Path(os.environ.get("PERSONA_VM_CACHE", "/var/cache/persona/vm"))
 KERNEL_META = "linux-image-cloud-amd64"
 BUSYBOX_PKG = "busybox-static"
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -285,7 +285,10 @@ def build_image(modules: Iterable[str], cache: Path = CACHE, kernel_package: str
         kernels = sorted((ktree / "boot").glob("vmlinuz-*"))
         if not kernels:
             raise VmError(f"{kpkg} has no boot/vmlinuz-*")
-        shutil.copy2(kernels[0], tmp / "vmlinuz")
+        try:  # the kernel stays in the package tree: a hard link costs no space
+            os.link(kernels[0], tmp / "vmlinuz")
+        except OSError:
+            shutil.copy2(kernels[0], tmp / "vmlinuz")
         (tmp / "image.json").write_text(json.dumps({
             "kernel_release": release, "kernel_package": parts["kernel"],
             "busybox_package": parts["busybox"], "modules": paths,
@@ -302,7 +305,18 @@ def build_image(modules: Iterable[str], cache: Path = CACHE, kernel_package: str
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+    prune_images(cache / "images", keep=out)
     return _load(out, time.monotonic() - t0, cached=False)
+
+
+def prune_images(images: Path, keep: Path, n: int = 3) -> list[Path]:
+    """Remove all but the ``n`` newest images (``keep`` always stays). Returns what went."""
+    dirs = sorted((d for d in images.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                  key=lambda d: d.stat().st_mtime, reverse=True)
+    gone = [d for d in dirs[n:] if d != keep]
+    for d in gone:
+        shutil.rmtree(d, ignore_errors=True)
+    return gone
 
 
 def _load(out: Path, build_s: float, cached: bool) -> Image:

@@ -70,6 +70,13 @@ def test_capture_cli_every_facet(lab: Any, test_host: str, tmp_path: Path) -> No
     assert any(x["dst_port"] == 6379 for x in api.attributes["inet_sockets"])
     assert api.resources is not None and api.resources.cpu_limit_cores == 0.5
     assert api.resources.memory_limit_bytes == 128 << 20 and api.resources.samples >= 2
+    # the fast cut ran as designed: CRIU used the kdat cache and skipped its own network lock
+    assert s["cut"] == {"freeze": "freezer", "dump": "gated", "parallel": True,
+                        "files_in_cut": True}
+    assert s["timings"]["netlock_ms"] > 0 and s["timings"]["prepare_ms"] > 0
+    log = (vdir / api.data[0] / "criu-dump.log").read_text()
+    assert "Loaded kdat cache" in log and "iptables" not in log
+    assert set(api.attributes["criu_phases_ms"]) >= {"memory", "cgroups_mounts_ns"}
     cfg = m.component("api.config")
     assert cfg.attributes["live"]["pool"]["size"] == 4
     assert "/etc/demo/api.json" in cfg.attributes["files"]
@@ -158,6 +165,19 @@ def test_watch_captures_on_engine_event(lab: Any, test_host: str, tmp_path: Path
         assert res_ is not None
         limits.append(res_.cpu_limit_cores)
     assert limits == [0.5, 0.75]
+
+
+def test_kdat_cache_is_recomputed_for_a_new_boot_id() -> None:
+    """A cache tagged with another boot (maybe another kernel) is replaced by one from
+    `criu check`, which CRIU then loads."""
+    from persona.lab import criu_cache
+
+    marker = Path("/run/persona-criu-kdat.bootid")
+    marker.write_text("another-boot\n")
+    assert "computed" in criu_cache.ensure_kdat_cache()
+    assert marker.read_text().strip() == criu_cache.BOOT_ID.read_text().strip()
+    assert Path("/run/criu.kdat").stat().st_size > 100
+    assert "present for this boot" in criu_cache.ensure_kdat_cache()
 
 
 def test_unknown_host_and_engine_down_are_clear_errors() -> None:

@@ -101,7 +101,8 @@ def build_manifest(h: HostObs) -> PersonaManifest:
             comps.append(Component(
                 name=f"{n}.config", kind=ComponentKind.CONFIG,
                 size_bytes=sum(int(f["size"]) for f in c.config_files.values()), role=role,
-                attributes={"files": {p: {"sha256": f["sha256"], "size": f["size"]}
+                attributes={"files": {p: {k: f[k] for k in ("sha256", "size", "mtime_ns", "mode")
+                                          if k in f}
                                       for p, f in c.config_files.items()},
                             "live": dict(c.live_settings or {})},
                 data=tuple(str(f["data"]) for f in c.config_files.values())))

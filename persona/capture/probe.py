@@ -153,6 +153,14 @@ def read_in_root(pid: int, path: str, proc_root: Path = Path("/proc")) -> bytes:
         raise CaptureError(f"cannot read declared config file {path} of pid {pid}: {e.strerror}") from e
 
 
+def stat_in_root(pid: int, path: str, proc_root: Path = Path("/proc")) -> os.stat_result:
+    p = proc_root / str(pid) / "root" / path.lstrip("/")
+    try:
+        return p.stat()
+    except OSError as e:
+        raise CaptureError(f"cannot stat declared config file {path} of pid {pid}: {e.strerror}") from e
+
+
 def run_text(cmd: list[str], timeout: float = 30) -> str:
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

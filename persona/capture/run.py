@@ -283,11 +283,13 @@ def snapshot_files(cs: list[dict[str, Any]], info: dict[str, Any], staging: Path
         cfg_files: dict[str, dict[str, Any]] = {}
         for path in filter(None, c["Labels"].get(spec.CONFIG_LABEL, "").split(",")):
             data = probe.read_in_root(int(ins["State"]["Pid"]), path, proc_root)
+            st = probe.stat_in_root(int(ins["State"]["Pid"]), path, proc_root)
             rel = f"config/{cname}{path}"
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             (staging / rel).write_bytes(data)
+            # mtime and mode are part of the file: apps watch mtimes to reload their config
             cfg_files[path] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
-                               "data": rel}
+                               "data": rel, "mtime_ns": st.st_mtime_ns, "mode": st.st_mode & 0o7777}
         out[cname] = (fs_rel, cfg_files)
     return out
 

@@ -80,12 +80,19 @@ class Trace:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "policy": self.policy, "version": self.version,
-                "started_at": self.started_at, "outcome": self.outcome,
-                "rolled_back": self.rolled_back, "error": self.error,
-                "phases": {k: round(v, 4) for k, v in self.phases.items()},
-                "lock": self.lock, "containers": self.containers,
-                "steps": [s.to_dict() for s in self.steps]}
+        return {
+            "host": self.host,
+            "policy": self.policy,
+            "version": self.version,
+            "started_at": self.started_at,
+            "outcome": self.outcome,
+            "rolled_back": self.rolled_back,
+            "error": self.error,
+            "phases": {k: round(v, 4) for k, v in self.phases.items()},
+            "lock": self.lock,
+            "containers": self.containers,
+            "steps": [s.to_dict() for s in self.steps],
+        }
 
     def write(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,8 +126,15 @@ class _Clock:
         return self.now() - self.t0
 
 
-def _record(trace: Trace, clock: _Clock, name: str, kind: str, action: str,
-            fn: Callable[[StepRecord], str], retries: int = 0) -> StepRecord:
+def _record(
+    trace: Trace,
+    clock: _Clock,
+    name: str,
+    kind: str,
+    action: str,
+    fn: Callable[[StepRecord], str],
+    retries: int = 0,
+) -> StepRecord:
     rec = StepRecord(name, kind, action, clock.rel())
     trace.steps.append(rec)
     while True:
@@ -140,9 +154,16 @@ def _record(trace: Trace, clock: _Clock, name: str, kind: str, action: str,
 class Session:
     """One replacement being built: what was created so far, so it can be rolled back."""
 
-    def __init__(self, engine: ProvisionEngine, manifest: PersonaManifest, data_dir: Path,
-                 trace: Trace, opts: ApplyOptions, now: Callable[[], float],
-                 cold: bool = False) -> None:
+    def __init__(
+        self,
+        engine: ProvisionEngine,
+        manifest: PersonaManifest,
+        data_dir: Path,
+        trace: Trace,
+        opts: ApplyOptions,
+        now: Callable[[], float],
+        cold: bool = False,
+    ) -> None:
         self.e = engine
         self.m = manifest
         self.data = data_dir
@@ -177,8 +198,10 @@ class Session:
         for s in self.rep.specs:
             other = self.e.find(s.name)
             if other is not None:
-                raise RestoreError(f"container {s.name} ({other[:12]}) still exists: fence the "
-                                   "old host first (never two live copies)")
+                raise RestoreError(
+                    f"container {s.name} ({other[:12]}) still exists: fence the "
+                    "old host first (never two live copies)"
+                )
         owner = self.rep.specs[0]
 
         def pause(rec: StepRecord) -> str:
@@ -187,12 +210,17 @@ class Session:
             self.e.start(cid)
             self.ns_pid = self.e.netns_pid(cid)
             return f"{owner.name} {cid[:12]} at {owner.ip}, netns pid {self.ns_pid}"
-        _record(self.trace, self.clock, owner.name, "provision", "create+start namespace owner", pause)
+
+        _record(
+            self.trace, self.clock, owner.name, "provision", "create+start namespace owner", pause
+        )
         for s in self.rep.specs[1:]:
+
             def create(rec: StepRecord, s: Any = s) -> str:
                 cid = self.e.create(s, self.ids[owner.name])
                 self.ids[s.name] = cid
                 return f"{s.name} {cid[:12]} from {s.image} (created, not started)"
+
             _record(self.trace, self.clock, s.name, "provision", "create", create)
         self.trace.containers = dict(self.ids)
         self.trace.phases["provision_s"] = self.clock.rel() - t
@@ -204,8 +232,10 @@ class Session:
         procs = [s.component for s in plan.steps if s.kind == ComponentKind.PROCESS.value]
         conns = connections(self.m)
         release_at = lock_release_after(procs, conns) if self.opts.lock else -1
-        self.trace.lock = {"connections": [list(c) for c in conns],
-                           "release_after": procs[release_at] if release_at >= 0 else None}
+        self.trace.lock = {
+            "connections": [list(c) for c in conns],
+            "release_after": procs[release_at] if release_at >= 0 else None,
+        }
         n_proc = 0
         for step in plan.steps:
             c = self.m.component(step.component)
@@ -236,23 +266,34 @@ class Session:
                 return "no filesystem diff captured"
             n = self.e.extract_fs(self.ids[ctr], self.data / arc)
             return f"{n} entries of {arc} into {ctr}'s upper dir"
+
         _record(self.trace, self.clock, name, "filesystem", "unpack diff", run, self.opts.retries)
 
     def _config(self, name: str) -> None:
         files = self.rep.config_files.get(name, ())
-        want = (self.m.component(name).attributes.get("files") or {})
+        want = self.m.component(name).attributes.get("files") or {}
 
         def run(rec: StepRecord) -> str:
             out = []
             for ctr, path, data in files:
                 raw = self.opts.config_override.get(path)
                 content = raw if raw is not None else (self.data / data).read_bytes()
-                sha = self.e.write_file(self.ids[ctr], path, content)
-                exp = (want.get(path) or {}).get("sha256")
+                meta = want.get(path) or {}
+                sha = self.e.write_file(
+                    self.ids[ctr],
+                    path,
+                    content,
+                    mtime_ns=meta.get("mtime_ns") if raw is None else None,
+                    mode=meta.get("mode"),
+                )
+                exp = meta.get("sha256")
                 if raw is None and exp and sha != exp:
                     raise RestoreError(f"{path} in {ctr}: sha256 {sha[:12]} != captured {exp[:12]}")
-                out.append(f"{path} sha256 {sha[:12]}" + (" (OVERRIDDEN)" if raw is not None else ""))
+                out.append(
+                    f"{path} sha256 {sha[:12]}" + (" (OVERRIDDEN)" if raw is not None else "")
+                )
             return "; ".join(out) or "no files"
+
         _record(self.trace, self.clock, name, "config", "write + verify", run, self.opts.retries)
 
     def _kmod(self, name: str) -> None:
@@ -261,20 +302,27 @@ class Session:
             if not ok:
                 rec.outcome = "unsupported"
             return why
+
         _record(self.trace, self.clock, name, "kernel_module", "load in captured order", run)
 
     def _network_pre(self, name: str) -> None:
-        want = [a["addr"] for a in self.m.component(name).attributes.get("addresses", [])
-                if a.get("family") == "inet"]
+        want = [
+            a["addr"]
+            for a in self.m.component(name).attributes.get("addresses", [])
+            if a.get("family") == "inet"
+        ]
 
         def run(rec: StepRecord) -> str:
             assert self.ns_pid is not None
             have = self.e.addresses(self.ns_pid)
             missing = sorted(set(want) - set(have))
             if missing:
-                raise RestoreError(f"replacement namespace lacks captured address(es) "
-                                   f"{', '.join(missing)} (has {', '.join(have)})")
+                raise RestoreError(
+                    f"replacement namespace lacks captured address(es) "
+                    f"{', '.join(missing)} (has {', '.join(have)})"
+                )
             return f"addresses {', '.join(sorted(have))} as captured"
+
         _record(self.trace, self.clock, name, "network", "check addresses", run)
 
     def _lock(self) -> None:
@@ -300,17 +348,26 @@ class Session:
         r = c.resources
         cores = self.opts.cpu_override.get(name)
         if cores is None:
-            cores = cpu_allocation(plan.levels[level], r.cpu_peak_cores if r else None,
-                                   r.cpu_limit_cores if r else None)
+            cores = cpu_allocation(
+                plan.levels[level],
+                r.cpu_peak_cores if r else None,
+                r.cpu_limit_cores if r else None,
+            )
 
         def alloc(rec: StepRecord) -> str:
             rec.level, rec.alloc_cores = level, cores
             self.e.set_cpu(cid, cores)
-            src = ("override" if name in self.opts.cpu_override else
-                   f"{plan.levels[level]:g}x peak {r.cpu_peak_cores if r else 0:.3f}, floor = "
-                   f"captured limit {r.cpu_limit_cores if r else None}")
+            src = (
+                "override"
+                if name in self.opts.cpu_override
+                else f"{plan.levels[level]:g}x peak {r.cpu_peak_cores if r else 0:.3f}, floor = "
+                f"captured limit {r.cpu_limit_cores if r else None}"
+            )
             return f"cpu {cores if cores is not None else 'unlimited'} cores ({src})"
-        _record(self.trace, self.clock, name, "resources", "cgroup cpu quota", alloc, self.opts.retries)
+
+        _record(
+            self.trace, self.clock, name, "resources", "cgroup cpu quota", alloc, self.opts.retries
+        )
         ck = self.rep.checkpoint.get(name)
         if ck is None:
             raise RestoreError(f"{name}: no checkpoint captured")
@@ -323,12 +380,16 @@ class Session:
             # no retry: a failed CRIU restore leaves the container unusable; rollback decides
             rec.criu = self.e.restore(cid, self.data / ck, CHECKPOINT_NAME)
             return f"CRIU restore of {ck} into {ctr} {cid[:12]}"
+
         _record(self.trace, self.clock, name, "process", "CRIU restore", restore)
 
     def _network_post(self) -> None:
         net = next((c for c in self.m.components if c.kind == ComponentKind.NETWORK), None)
-        want = {x for x in (net.attributes.get("listening", []) if net else [])
-                if not str(x).startswith(DNS_PREFIX)}
+        want = {
+            x
+            for x in (net.attributes.get("listening", []) if net else [])
+            if not str(x).startswith(DNS_PREFIX)
+        }
 
         def run(rec: StepRecord) -> str:
             assert self.ns_pid is not None
@@ -341,12 +402,19 @@ class Session:
                 if self.clock.rel() > deadline:
                     raise RestoreError(f"not listening on captured {', '.join(missing)}")
                 time.sleep(0.05)
+
         _record(self.trace, self.clock, "network", "network", "check listening sockets", run)
 
 
-def apply_persona(engine: ProvisionEngine, manifest: PersonaManifest, data_dir: Path,
-                  plan: Plan, version: str, opts: ApplyOptions | None = None,
-                  now: Callable[[], float] = time.perf_counter) -> Trace:
+def apply_persona(
+    engine: ProvisionEngine,
+    manifest: PersonaManifest,
+    data_dir: Path,
+    plan: Plan,
+    version: str,
+    opts: ApplyOptions | None = None,
+    now: Callable[[], float] = time.perf_counter,
+) -> Trace:
     """Provision a replacement and apply ``plan``. On failure: roll back, raise ``StepFailed``."""
     trace = Trace(manifest.host.name, plan.policy, version, time.time())
     s = Session(engine, manifest, data_dir, trace, opts or ApplyOptions(), now)
@@ -357,8 +425,11 @@ def apply_persona(engine: ProvisionEngine, manifest: PersonaManifest, data_dir: 
         problems = s.rollback()
         trace.outcome, trace.error = "failed", str(e)
         extra = f"; rollback problems: {'; '.join(problems)}" if problems else ""
-        raise StepFailed(f"restore of {manifest.host.name} (version {version}, plan "
-                         f"{plan.policy}) failed and was rolled back: {e}{extra}", trace) from e
+        raise StepFailed(
+            f"restore of {manifest.host.name} (version {version}, plan "
+            f"{plan.policy}) failed and was rolled back: {e}{extra}",
+            trace,
+        ) from e
     except BaseException:
         s.rollback()
         raise
@@ -366,8 +437,9 @@ def apply_persona(engine: ProvisionEngine, manifest: PersonaManifest, data_dir: 
     return trace
 
 
-def cold_start(engine: ProvisionEngine, manifest: PersonaManifest,
-               now: Callable[[], float] = time.perf_counter) -> Trace:
+def cold_start(
+    engine: ProvisionEngine, manifest: PersonaManifest, now: Callable[[], float] = time.perf_counter
+) -> Trace:
     """The comparison method: same containers, same IP, processes started fresh from their
     images (no memory state, no captured diffs: state is rebuilt by the apps themselves)."""
     trace = Trace(manifest.host.name, "cold-start", "images", time.time())
@@ -376,9 +448,11 @@ def cold_start(engine: ProvisionEngine, manifest: PersonaManifest,
         s.provision()
         t = s.clock.rel()
         for spec in s.rep.specs[1:]:
+
             def start(rec: StepRecord, cid: str = s.ids[spec.name]) -> str:
                 engine.start(cid)
                 return "started from image"
+
             _record(trace, s.clock, spec.name, "process", "start", start)
         s._network_post()
         trace.phases["apply_s"] = s.clock.rel() - t

@@ -34,7 +34,9 @@ class ProvisionEngine(Protocol):
     def remove(self, cid: str) -> None: ...
     def netns_pid(self, cid: str) -> int: ...
     def extract_fs(self, cid: str, archive: Path) -> int: ...
-    def write_file(self, cid: str, path: str, data: bytes) -> str: ...
+    def write_file(
+        self, cid: str, path: str, data: bytes, mtime_ns: int | None = None, mode: int | None = None
+    ) -> str: ...
     def set_cpu(self, cid: str, cores: float | None) -> None: ...
     def restore(self, cid: str, checkpoint: Path, name: str) -> dict[str, Any]: ...
     def lock(self, pid: int) -> None: ...
@@ -61,6 +63,7 @@ def read_restore_stats(directory: Path) -> dict[str, Any]:
         if p.exists():
             try:
                 import pycriu
+
                 with p.open("rb") as f:
                     img = pycriu.images.load(f)
                 entry = img["entries"][0].get("restore", {})
@@ -80,17 +83,25 @@ class DockerProvisioner:
 
     def create(self, spec: ContainerSpec, netns_id: str | None) -> str:
         from persona.lab import spec as lab_spec
+
         a = lab_spec.create_args(spec, netns_id)
         hc = dict(a["host_config"])  # type: ignore[call-overload]
-        kw: dict[str, Any] = {"image": a["image"], "command": a["command"], "name": a["name"],
-                              "labels": a["labels"], "environment": a["environment"],
-                              "detach": True, "host_config": self.client.create_host_config(**hc)}
+        kw: dict[str, Any] = {
+            "image": a["image"],
+            "command": a["command"],
+            "name": a["name"],
+            "labels": a["labels"],
+            "environment": a["environment"],
+            "detach": True,
+            "host_config": self.client.create_host_config(**hc),
+        }
         if a.get("hostname"):
             kw["hostname"] = a["hostname"]
         if "networking_config" in a:
-            (net, ep), = a["networking_config"].items()  # type: ignore[attr-defined]
+            ((net, ep),) = a["networking_config"].items()  # type: ignore[attr-defined]
             kw["networking_config"] = self.client.create_networking_config(
-                {net: self.client.create_endpoint_config(**ep)})
+                {net: self.client.create_endpoint_config(**ep)}
+            )
         try:
             return str(self.client.create_container(**kw)["Id"])
         except Exception as e:
@@ -130,12 +141,20 @@ class DockerProvisioner:
             raise RestoreError(f"cannot unpack {archive.name} into {cid[:12]}: {e}") from e
         return len(members)
 
-    def write_file(self, cid: str, path: str, data: bytes) -> str:
+    def write_file(
+        self, cid: str, path: str, data: bytes, mtime_ns: int | None = None, mode: int | None = None
+    ) -> str:
+        """Write ``path`` into the container's upper dir with its captured mode and mtime (an
+        app that watches its config's mtime must not see the restore as a config change)."""
         dst = self._upper(cid) / path.lstrip("/")
         try:
             dst.parent.mkdir(parents=True, exist_ok=True)
             tmp = dst.with_name(dst.name + ".persona-tmp")
             tmp.write_bytes(data)
+            if mode is not None:
+                os.chmod(tmp, mode)
+            if mtime_ns is not None:
+                os.utime(tmp, ns=(mtime_ns, mtime_ns))
             os.replace(tmp, dst)
             return hashlib.sha256(dst.read_bytes()).hexdigest()
         except OSError as e:
@@ -181,16 +200,23 @@ class DockerProvisioner:
                 text = Path(f"/proc/{pid}/net/{f}").read_text()
             except OSError:
                 continue
-            out |= {f"{s.local}:{s.local_port}" for s in parse.parse_proc_net_tcp(text)
-                    if s.state == "LISTEN"}
+            out |= {
+                f"{s.local}:{s.local_port}"
+                for s in parse.parse_proc_net_tcp(text)
+                if s.state == "LISTEN"
+            }
         return out
 
     def kernel_modules(self) -> tuple[bool, str]:
         if not Path("/proc/modules").exists():
-            return False, ("this kernel has no loadable modules (/proc/modules missing); and a "
-                           "container cannot load modules anyway: needs a VM provisioner")
-        return False, ("the provisioner is a container on a shared kernel: modules cannot be "
-                       "loaded per host (needs a VM provisioner); presence is verified instead")
+            return False, (
+                "this kernel has no loadable modules (/proc/modules missing); and a "
+                "container cannot load modules anyway: needs a VM provisioner"
+            )
+        return False, (
+            "the provisioner is a container on a shared kernel: modules cannot be "
+            "loaded per host (needs a VM provisioner); presence is verified instead"
+        )
 
     def loaded_modules(self) -> set[str]:
         try:

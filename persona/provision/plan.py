@@ -44,17 +44,26 @@ class Plan:
     predicted_ttr_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "policy": self.policy, "levels": list(self.levels),
-                "predicted_ttr_s": self.predicted_ttr_s,
-                "steps": [s.to_dict() for s in self.steps]}
+        return {
+            "host": self.host,
+            "policy": self.policy,
+            "levels": list(self.levels),
+            "predicted_ttr_s": self.predicted_ttr_s,
+            "steps": [s.to_dict() for s in self.steps],
+        }
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> Plan:
-        return Plan(str(d["host"]), str(d["policy"]),
-                    tuple(Step(str(s["component"]), str(s["kind"]), str(s["role"]), int(s["level"]))
-                          for s in d["steps"]),
-                    tuple(float(x) for x in d.get("levels", ALLOC_LEVELS)),
-                    d.get("predicted_ttr_s"))
+        return Plan(
+            str(d["host"]),
+            str(d["policy"]),
+            tuple(
+                Step(str(s["component"]), str(s["kind"]), str(s["role"]), int(s["level"]))
+                for s in d["steps"]
+            ),
+            tuple(float(x) for x in d.get("levels", ALLOC_LEVELS)),
+            d.get("predicted_ttr_s"),
+        )
 
     @property
     def order(self) -> tuple[str, ...]:
@@ -62,6 +71,7 @@ class Plan:
 
 
 # ------------------------------------------------------------------------------ from policies
+
 
 def dedupe(decisions: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
     """Simulator decisions (component, level), retries included -> one entry per component at
@@ -83,24 +93,31 @@ def check_plan(manifest: PersonaManifest, plan: Plan) -> None:
     seen: set[str] = set()
     for i, s in enumerate(plan.steps):
         if s.component not in names:
-            raise RestoreError(f"plan step {i}: {s.component!r} is not a component of "
-                               f"{manifest.host.name}'s persona; re-plan from this manifest")
+            raise RestoreError(
+                f"plan step {i}: {s.component!r} is not a component of "
+                f"{manifest.host.name}'s persona; re-plan from this manifest"
+            )
         if s.component in seen:
             raise RestoreError(f"plan step {i}: {s.component!r} appears twice")
         if not 0 <= s.level < len(plan.levels):
             raise RestoreError(f"plan step {i}: level {s.level} outside 0..{len(plan.levels) - 1}")
         missing = [d for d in manifest.component(s.component).depends_on if d not in seen]
         if missing:
-            raise RestoreError(f"plan step {i}: {s.component} before its dependencies "
-                               f"{', '.join(missing)}")
+            raise RestoreError(
+                f"plan step {i}: {s.component} before its dependencies {', '.join(missing)}"
+            )
         seen.add(s.component)
     left = names - seen
     if left:
         raise RestoreError(f"plan leaves out {', '.join(sorted(left))}")
 
 
-def _build(manifest: PersonaManifest, policy: str, decisions: Sequence[tuple[str, int]],
-           predicted: float | None) -> Plan:
+def _build(
+    manifest: PersonaManifest,
+    policy: str,
+    decisions: Sequence[tuple[str, int]],
+    predicted: float | None,
+) -> Plan:
     kinds = {c.name: c for c in manifest.components}
     steps = tuple(Step(n, kinds[n].kind.value, kinds[n].role, lv) for n, lv in dedupe(decisions))
     plan = Plan(manifest.host.name, policy, steps, ALLOC_LEVELS, predicted)
@@ -116,11 +133,18 @@ def plan_from_policy(manifest: PersonaManifest, policy: str, seed: int = 0) -> P
     """The plan of a baseline (by name) or of an exported ONNX policy (a ``.onnx`` path)."""
     if is_onnx(policy):
         if not Path(policy).exists():
-            raise PolicyError(f"policy file {policy} does not exist; export one with persona export")
+            raise PolicyError(
+                f"policy file {policy} does not exist; export one with persona export"
+            )
         from persona.restorer import plan_restore
+
         rp = plan_restore(manifest, policy, seed=seed)
-        return _build(manifest, Path(policy).stem, [(s.component, s.level) for s in rp.steps],
-                      rp.predicted_ttr)
+        return _build(
+            manifest,
+            Path(policy).stem,
+            [(s.component, s.level) for s in rp.steps],
+            rp.predicted_ttr,
+        )
     return _plan_baseline(manifest, policy, seed)
 
 
@@ -132,13 +156,21 @@ def _plan_baseline(manifest: PersonaManifest, name: str, seed: int) -> Plan:
 
     pol = make_policy(name)
     soft, mu, sd = hidden_from_roles(manifest)
-    sc = Scenario(name=manifest.host.name, manifest=manifest, host=HostSpec(),
-                  soft_dependencies=soft, demand_mu=mu, demand_sigma=sd)
+    sc = Scenario(
+        name=manifest.host.name,
+        manifest=manifest,
+        host=HostSpec(),
+        soft_dependencies=soft,
+        demand_mu=mu,
+        demand_sigma=sd,
+    )
     env = RestoreEnv(scenario=sc)
     obs, _ = env.reset(seed=seed)
     if tuple(env.config.alloc_levels) != ALLOC_LEVELS:
-        raise PolicyError(f"simulator levels {env.config.alloc_levels} differ from the "
-                          f"provisioner's {ALLOC_LEVELS}")
+        raise PolicyError(
+            f"simulator levels {env.config.alloc_levels} differ from the "
+            f"provisioner's {ALLOC_LEVELS}"
+        )
     pol.begin_episode(PolicyContext(env.config, env.n_max), seed)
     L = env.config.n_levels
     wait = env.n_max * L
@@ -159,25 +191,31 @@ def _plan_baseline(manifest: PersonaManifest, name: str, seed: int) -> Plan:
 
 def captured_order_plan(manifest: PersonaManifest, level: int = 1) -> Plan:
     """Every component in captured (topological) order at one level: the 'captured order' method."""
-    return _build(manifest, "captured-order",
-                  [(n, level) for n in manifest.topological_order()], None)
+    return _build(
+        manifest, "captured-order", [(n, level) for n in manifest.topological_order()], None
+    )
 
 
 # ------------------------------------------------------------------------- adaptive tweaks
 
-def adjust_plan(manifest: PersonaManifest, plan: Plan, defer: Mapping[str, float],
-                boost: Mapping[str, int]) -> Plan:
+
+def adjust_plan(
+    manifest: PersonaManifest, plan: Plan, defer: Mapping[str, float], boost: Mapping[str, int]
+) -> Plan:
     """Apply learned metadata: roles with a ``defer`` weight move later (never before their
     hard dependencies), process levels of a role are raised/lowered by ``boost``."""
     L = len(plan.levels)
     pos = {s.component: i for i, s in enumerate(plan.steps)}
-    key = {s.component: pos[s.component] + len(plan.steps) * defer.get(s.role, 0.0)
-           for s in plan.steps}
+    key = {
+        s.component: pos[s.component] + len(plan.steps) * defer.get(s.role, 0.0) for s in plan.steps
+    }
     done: set[str] = set()
     left = list(plan.steps)
     out: list[Step] = []
     while left:
-        ready = [s for s in left if all(d in done for d in manifest.component(s.component).depends_on)]
+        ready = [
+            s for s in left if all(d in done for d in manifest.component(s.component).depends_on)
+        ]
         s = min(ready, key=lambda x: (key[x.component], pos[x.component]))
         left.remove(s)
         done.add(s.component)
@@ -192,7 +230,10 @@ def adjust_plan(manifest: PersonaManifest, plan: Plan, defer: Mapping[str, float
 
 # --------------------------------------------------------------------- pure apply decisions
 
-def cpu_allocation(level_mult: float, peak_cores: float | None, limit_cores: float | None) -> float | None:
+
+def cpu_allocation(
+    level_mult: float, peak_cores: float | None, limit_cores: float | None
+) -> float | None:
     """CPU cores for a restored process. Its captured need is the larger of its configured
     limit and its sampled peak; the level scales that need, and the captured limit is a floor
     (a replacement never gets less than the original's configuration): 0.8x holds the limit,
@@ -219,8 +260,11 @@ def connections(manifest: PersonaManifest) -> list[tuple[str, str]]:
     net = next((c for c in manifest.components if c.kind == ComponentKind.NETWORK), None)
     if net is None:
         return []
-    by_container = {str(c.attributes.get("container")): c.name for c in manifest.components
-                    if c.kind == ComponentKind.PROCESS}
+    by_container = {
+        str(c.attributes.get("container")): c.name
+        for c in manifest.components
+        if c.kind == ComponentKind.PROCESS
+    }
     out: set[tuple[str, str]] = set()
     for j in net.attributes.get("joins", []) or []:
         a, b = by_container.get(str(j.get("client"))), by_container.get(str(j.get("server")))
@@ -234,8 +278,10 @@ def host_ip(manifest: PersonaManifest) -> str:
     for a in (net.attributes.get("addresses", []) if net else []) or []:
         if a.get("family") == "inet" and a.get("ifname") != "lo":
             return str(a["addr"]).split("/")[0]
-    raise RestoreError(f"persona of {manifest.host.name} has no captured non-loopback IPv4 "
-                       "address; cannot give the replacement the same IP")
+    raise RestoreError(
+        f"persona of {manifest.host.name} has no captured non-loopback IPv4 "
+        "address; cannot give the replacement the same IP"
+    )
 
 
 @dataclass(frozen=True)
@@ -244,7 +290,9 @@ class Replacement:
     component its container, checkpoint folder and config files."""
 
     specs: tuple[lab_spec.ContainerSpec, ...]
-    process_container: Mapping[str, str] = field(default_factory=dict)  # component -> container name
+    process_container: Mapping[str, str] = field(
+        default_factory=dict
+    )  # component -> container name
     checkpoint: Mapping[str, str] = field(default_factory=dict)  # component -> data path
     fs_archive: Mapping[str, str] = field(default_factory=dict)  # component -> (container, tar)
     fs_container: Mapping[str, str] = field(default_factory=dict)  # component -> container name
@@ -252,8 +300,9 @@ class Replacement:
     # config component -> ((container, path in container, data path), ...)
 
 
-def replacement(manifest: PersonaManifest, ip: str | None = None,
-                cpu_limits: bool = False) -> Replacement:
+def replacement(
+    manifest: PersonaManifest, ip: str | None = None, cpu_limits: bool = False
+) -> Replacement:
     """Container specs for the replacement of ``manifest``'s host, from the manifest (images,
     commands, memory limits) plus the lab's role defaults for labels. Pure.
 
@@ -273,43 +322,68 @@ def replacement(manifest: PersonaManifest, ip: str | None = None,
             images[ctr] = str(c.attributes["image"])
             if c.data:
                 fs_archive[c.name] = c.data[0]
-    procs = {str(c.attributes["container"]): c for c in manifest.components
-             if c.kind == ComponentKind.PROCESS}
+    procs = {
+        str(c.attributes["container"]): c
+        for c in manifest.components
+        if c.kind == ComponentKind.PROCESS
+    }
     owner = next((ctr for ctr in images if ctr not in procs), None)
     if owner is None:
-        raise RestoreError(f"persona of {host} has no namespace owner (a container without a "
-                           "process dump, e.g. the pause container)")
+        raise RestoreError(
+            f"persona of {host} has no namespace owner (a container without a "
+            "process dump, e.g. the pause container)"
+        )
     cfg: dict[str, list[tuple[str, str, str]]] = {}
     for c in manifest.components:
         if c.kind == ComponentKind.CONFIG:
             for d in c.data:  # config/<container>/<absolute path in the container>
                 parts = d.split("/")
                 if len(parts) < 3 or parts[0] != "config":
-                    raise RestoreError(f"{c.name}: config data path {d!r} is not "
-                                       "config/<container>/<path>")
+                    raise RestoreError(
+                        f"{c.name}: config data path {d!r} is not config/<container>/<path>"
+                    )
                 cfg.setdefault(c.name, []).append((parts[1], "/" + "/".join(parts[2:]), d))
     specs: list[lab_spec.ContainerSpec] = []
-    pause_role = owner[len(prefix):] if owner.startswith(prefix) else "pause"
+    pause_role = owner[len(prefix) :] if owner.startswith(prefix) else "pause"
     base = lab_defaults.get(pause_role)
-    specs.append(lab_spec.ContainerSpec(
-        owner, images[owner], base.command if base else ("/bin/sleep", "2147483647"),
-        pause_role, host, ip=ip))
+    specs.append(
+        lab_spec.ContainerSpec(
+            owner,
+            images[owner],
+            base.command if base else ("/bin/sleep", "2147483647"),
+            pause_role,
+            host,
+            ip=ip,
+        )
+    )
     for ctr in sorted(procs, key=lambda x: manifest.names.index(procs[x].name)):
         p = procs[ctr]
-        role = ctr[len(prefix):] if ctr.startswith(prefix) else ctr
+        role = ctr[len(prefix) :] if ctr.startswith(prefix) else ctr
         dflt = lab_defaults.get(role)
         r = p.resources
         cpus = r.cpu_limit_cores if (r and cpu_limits) else None
-        specs.append(lab_spec.ContainerSpec(
-            ctr, str(p.attributes.get("image") or images.get(ctr)),
-            tuple(str(x) for x in p.attributes.get("command", [])), role, host, netns_of=owner,
-            cpus=cpus, mem_bytes=r.memory_limit_bytes if r else None,
-            config_files=tuple(path for files in cfg.values() for c2, path, _ in files if c2 == ctr)
-            or (dflt.config_files if dflt else ()),
-            introspect=dflt.introspect if dflt else None))
+        specs.append(
+            lab_spec.ContainerSpec(
+                ctr,
+                str(p.attributes.get("image") or images.get(ctr)),
+                tuple(str(x) for x in p.attributes.get("command", [])),
+                role,
+                host,
+                netns_of=owner,
+                cpus=cpus,
+                mem_bytes=r.memory_limit_bytes if r else None,
+                config_files=tuple(
+                    path for files in cfg.values() for c2, path, _ in files if c2 == ctr
+                )
+                or (dflt.config_files if dflt else ()),
+                introspect=dflt.introspect if dflt else None,
+            )
+        )
     return Replacement(
         tuple(specs),
         process_container={p.name: ctr for ctr, p in procs.items()},
         checkpoint={p.name: p.data[0] for p in procs.values() if p.data},
-        fs_archive=fs_archive, fs_container=fs_container,
-        config_files={k: tuple(v) for k, v in cfg.items()})
+        fs_archive=fs_archive,
+        fs_container=fs_container,
+        config_files={k: tuple(v) for k, v in cfg.items()},
+    )

@@ -45,7 +45,9 @@ def captured_live(manifest: PersonaManifest) -> dict[str, Any]:
 
 
 def captured_epoch(manifest: PersonaManifest) -> float:
-    return time.mktime(time.strptime(manifest.host.captured_at, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    return (
+        time.mktime(time.strptime(manifest.host.captured_at, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    )
 
 
 def prove_warm(manifest: PersonaManifest, probe: HostProbe, now: float | None = None) -> WarmProof:
@@ -56,12 +58,19 @@ def prove_warm(manifest: PersonaManifest, probe: HostProbe, now: float | None = 
         intro = probe.introspect()
         started = live.get("started")
         same = started is not None and intro.get("started") == started
-        checks.append(Check("api start time preserved", same,
-                            f"captured {started}, now {intro.get('started')}"))
+        checks.append(
+            Check(
+                "api start time preserved", same, f"captured {started}, now {intro.get('started')}"
+            )
+        )
         pool = intro.get("pool", {})
-        checks.append(Check("api pooled connections alive", bool(pool.get("size")) and
-                            intro.get("errors", 1) == 0,
-                            f"pool {pool}, errors {intro.get('errors')}"))
+        checks.append(
+            Check(
+                "api pooled connections alive",
+                bool(pool.get("size")) and intro.get("errors", 1) == 0,
+                f"pool {pool}, errors {intro.get('errors')}",
+            )
+        )
     except (PersonaError, ValueError, KeyError) as e:
         checks.append(Check("api introspection", False, str(e)))
     try:
@@ -69,15 +78,32 @@ def prove_warm(manifest: PersonaManifest, probe: HostProbe, now: float | None = 
         reconnects = probe.redis("GET", "demo:worker:reconnects")
         dbsize = int(probe.redis("DBSIZE") or 0)
         info = probe.redis("INFO", "server")
-        uptime = next((int(x.split(":")[1]) for x in info.splitlines()
-                       if x.startswith("uptime_in_seconds:")), -1)
+        uptime = next(
+            (int(x.split(":")[1]) for x in info.splitlines() if x.startswith("uptime_in_seconds:")),
+            -1,
+        )
         age = now - captured_epoch(manifest)
-        checks.append(Check("redis dataset in memory", dbsize > 0 and ticks.isdigit() and int(ticks) > 0,
-                            f"DBSIZE {dbsize}, demo:worker:ticks {ticks or 'missing'}"))
-        checks.append(Check("worker connection survived (no reconnect)", reconnects == "",
-                            f"demo:worker:reconnects {reconnects or 'unset'}"))
-        checks.append(Check("redis start time preserved", uptime >= age - 2.0,
-                            f"uptime {uptime} s >= {age:.0f} s since capture"))
+        checks.append(
+            Check(
+                "redis dataset in memory",
+                dbsize > 0 and ticks.isdigit() and int(ticks) > 0,
+                f"DBSIZE {dbsize}, demo:worker:ticks {ticks or 'missing'}",
+            )
+        )
+        checks.append(
+            Check(
+                "worker connection survived (no reconnect)",
+                reconnects == "",
+                f"demo:worker:reconnects {reconnects or 'unset'}",
+            )
+        )
+        checks.append(
+            Check(
+                "redis start time preserved",
+                uptime >= age - 2.0,
+                f"uptime {uptime} s >= {age:.0f} s since capture",
+            )
+        )
     except (PersonaError, ValueError) as e:
         checks.append(Check("redis", False, str(e)))
     return WarmProof(all(c.ok for c in checks) and bool(checks), tuple(checks))
@@ -91,9 +117,15 @@ class DemoProbe:
 
     def introspect(self) -> dict[str, Any]:
         from persona.lab import demo
+
         try:
-            return dict(json.loads(demo.http_get_in_netns(demo.netns_pid(self.client, self.host),
-                                                          "http://127.0.0.1:8080/introspect")))
+            return dict(
+                json.loads(
+                    demo.http_get_in_netns(
+                        demo.netns_pid(self.client, self.host), "http://127.0.0.1:8080/introspect"
+                    )
+                )
+            )
         except LabError as e:
             raise PersonaError(f"introspection of {self.host} failed: {e}") from e
 

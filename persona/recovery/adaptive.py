@@ -51,14 +51,18 @@ class AdaptiveRecord:
     def from_dict(d: Mapping[str, Any] | None, host: str) -> AdaptiveRecord:
         if not d:
             return AdaptiveRecord(host)
-        return AdaptiveRecord(str(d.get("host", host)),
-                              {str(k): float(v) for k, v in dict(d.get("defer", {})).items()},
-                              {str(k): int(v) for k, v in dict(d.get("boost", {})).items()},
-                              tuple(str(v) for v in d.get("bad_versions", [])),
-                              tuple(dict(h) for h in d.get("history", [])))
+        return AdaptiveRecord(
+            str(d.get("host", host)),
+            {str(k): float(v) for k, v in dict(d.get("defer", {})).items()},
+            {str(k): int(v) for k, v in dict(d.get("boost", {})).items()},
+            tuple(str(v) for v in d.get("bad_versions", [])),
+            tuple(dict(h) for h in d.get("history", [])),
+        )
 
 
-def utilisation(used_cores: float, alloc_cores: float | None, throttled_frac: float) -> float | None:
+def utilisation(
+    used_cores: float, alloc_cores: float | None, throttled_frac: float
+) -> float | None:
     """CPU used / allocated; a process throttled in more than half of its CFS periods wanted
     more than it got, so its utilisation is reported above 1 (1 + throttled fraction)."""
     if alloc_cores is None or alloc_cores <= 0:
@@ -68,17 +72,32 @@ def utilisation(used_cores: float, alloc_cores: float | None, throttled_frac: fl
     return used_cores / alloc_cores
 
 
-def update(rec: AdaptiveRecord, version: str | None, observations: Sequence[ComponentObservation],
-           validated: bool, failed_metrics: Sequence[str] = (), keep_history: int = 20) -> AdaptiveRecord:
+def update(
+    rec: AdaptiveRecord,
+    version: str | None,
+    observations: Sequence[ComponentObservation],
+    validated: bool,
+    failed_metrics: Sequence[str] = (),
+    keep_history: int = 20,
+) -> AdaptiveRecord:
     """The record after one restore + validation (pure)."""
     rules = SeedAdaptive(defer=dict(rec.defer), boost=dict(rec.boost))
-    rules.end_episode({"components": [
-        {"role": o.role, "failed_attempts": o.failed_attempts, "utilisation": o.utilisation}
-        for o in observations]})
+    rules.end_episode(
+        {
+            "components": [
+                {"role": o.role, "failed_attempts": o.failed_attempts, "utilisation": o.utilisation}
+                for o in observations
+            ]
+        }
+    )
     bad = list(rec.bad_versions)
     if version is not None and not validated and version not in bad:
         bad.append(version)
-    entry = {"version": version, "validated": validated, "failed_metrics": list(failed_metrics),
-             "observations": [asdict(o) for o in observations]}
+    entry = {
+        "version": version,
+        "validated": validated,
+        "failed_metrics": list(failed_metrics),
+        "observations": [asdict(o) for o in observations],
+    }
     hist = (*rec.history, entry)[-keep_history:]
     return AdaptiveRecord(rec.host, dict(rules.defer), dict(rules.boost), tuple(bad), hist)

@@ -59,8 +59,11 @@ def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "phases": [s["phases"] for s in samples],
         "ttr_median_s": round(statistics.median(ttr), 3) if ttr else None,
         "ready_median_s": round(statistics.median(ready), 3) if ready else None,
-        "phase_median_s": {k: round(statistics.median(s["phases"].get(k, 0.0) for s in samples), 3)
-                           for k in keys} if samples else {},
+        "phase_median_s": {
+            k: round(statistics.median(s["phases"].get(k, 0.0) for s in samples), 3) for k in keys
+        }
+        if samples
+        else {},
         "errors": [s.get("error") for s in samples if s.get("error")],
         "failures": [f for s in samples for f in s.get("failures", [])],
         "attempt_warm": [w for s in samples for w in s.get("attempt_warm", [])],
@@ -69,18 +72,24 @@ def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 def judge_targets(methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The issue's targets, computed from the medians (pure)."""
+
     def med(m: str, k: str) -> float | None:
         v = methods.get(m, {}).get(k)
         return float(v) if v is not None else None
 
     det = [p["detect_s"] for r in methods.values() for p in r.get("phases", [])]
-    out: dict[str, Any] = {"detect_max_s": round(max(det), 3) if det else None,
-                           "detect_le_3s": bool(det) and max(det) <= 3.0}
+    out: dict[str, Any] = {
+        "detect_max_s": round(max(det), 3) if det else None,
+        "detect_le_3s": bool(det) and max(det) <= 3.0,
+    }
     for k in ("ttr_median_s", "ready_median_s"):
         cold, warm = med(COLD, k), med("critical-path", k)
         out[f"cold_over_warm_{k}"] = round(cold / warm, 3) if cold and warm else None
     out["warm_2x_faster"] = (out["cold_over_warm_ttr_median_s"] or 0) >= 2.0
-    pol, heur = med("policy", "ttr_median_s"), [med(m, "ttr_median_s") for m in (CAPTURED_ORDER, "critical-path")]
+    pol, heur = (
+        med("policy", "ttr_median_s"),
+        [med(m, "ttr_median_s") for m in (CAPTURED_ORDER, "critical-path")],
+    )
     best = min((h for h in heur if h is not None), default=None)
     out["policy_no_slower"] = None if pol is None or best is None else pol <= best * 1.05
     return out
@@ -89,6 +98,7 @@ def judge_targets(methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def plot(methods: dict[str, dict[str, Any]], path: Path) -> Path | None:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -98,8 +108,10 @@ def plot(methods: dict[str, dict[str, Any]], path: Path) -> Path | None:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     bottom = [0.0] * len(names)
     for k in keys:
-        vals = [methods[n]["phase_median_s"].get(k, 0.0) if methods[n]["phase_median_s"] else 0.0
-                for n in names]
+        vals = [
+            methods[n]["phase_median_s"].get(k, 0.0) if methods[n]["phase_median_s"] else 0.0
+            for n in names
+        ]
         a1.bar(names, vals, bottom=bottom, label=k.removesuffix("_s"))
         bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
     a1.set_ylabel("median seconds")
@@ -142,7 +154,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                 ids[s.name] = demo.create_and_start(client, s, ids.get(s.netns_of or ""))
             demo.wait_ready(client, host, 60)
             baseline = live.record(client, host, cfg.ip, cfg.seed, cfg.validate_budget_s)
-            order = methods[r % len(methods):] + methods[:r % len(methods)]
+            order = methods[r % len(methods) :] + methods[: r % len(methods)]
             for m in order:
                 capture_version(client, host, store)
                 source = StoreSource(store)
@@ -152,23 +164,46 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                     manifest = load_manifest(source.fetch(host, v, Path(d)) / "manifest.json")
                 hooks = live.LiveHooks(client, cfg.ip, baseline, cfg.seed, cfg.validate_budget_s)
                 policy = pol_file if m == "policy" and pol_file else m
-                ropts = RecoveryOptions(policy=policy, seed=cfg.seed, max_versions=1,
-                                        cold_fallback=False, adaptive=False)
+                ropts = RecoveryOptions(
+                    policy=policy,
+                    seed=cfg.seed,
+                    max_versions=1,
+                    cold_fallback=False,
+                    adaptive=False,
+                )
                 t = time.monotonic()
                 try:
                     res = live.failover(client, host, source, manifest, hooks, ropts, inject=True)
                     ph = res.phases
-                    ready = sum(ph.get(k, 0.0) for k in ("detect_s", "retrieve_s", "provision_s",
-                                                         "apply_s"))
-                    samples[m].append({"repeat": r, "ttr_s": res.ttr_s, "ready_s": round(ready, 4),
-                                       "validated": res.validated, "warm": res.warm,
-                                       "phases": ph, "score": res.verdict.get("score"),
-                                       "attempt_warm": [a.warm.warm for a in res.attempts if a.warm],
-                                       "failures": [a.error for a in res.attempts if a.error]})
+                    ready = sum(
+                        ph.get(k, 0.0) for k in ("detect_s", "retrieve_s", "provision_s", "apply_s")
+                    )
+                    samples[m].append(
+                        {
+                            "repeat": r,
+                            "ttr_s": res.ttr_s,
+                            "ready_s": round(ready, 4),
+                            "validated": res.validated,
+                            "warm": res.warm,
+                            "phases": ph,
+                            "score": res.verdict.get("score"),
+                            "attempt_warm": [a.warm.warm for a in res.attempts if a.warm],
+                            "failures": [a.error for a in res.attempts if a.error],
+                        }
+                    )
                 except PersonaError as e:
-                    samples[m].append({"repeat": r, "ttr_s": None, "ready_s": None,
-                                       "validated": False, "warm": False, "phases": {},
-                                       "error": str(e), "wall_s": time.monotonic() - t})
+                    samples[m].append(
+                        {
+                            "repeat": r,
+                            "ttr_s": None,
+                            "ready_s": None,
+                            "validated": False,
+                            "warm": False,
+                            "phases": {},
+                            "error": str(e),
+                            "wall_s": time.monotonic() - t,
+                        }
+                    )
                 if not demo.host_containers(client, host):  # nothing runs: start it again
                     for s in spec.demo_specs(host, ip=cfg.ip, with_load=False):
                         ids[s.name] = demo.create_and_start(client, s, ids.get(s.netns_of or ""))
@@ -180,8 +215,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                 fence_host(client, h)
         shutil.rmtree(work, ignore_errors=True)
     by_method = {m: summarise(s) for m, s in samples.items()}
-    out: dict[str, Any] = {"config": {**asdict(cfg), "out": str(cfg.out), "policy_file": pol_file},
-                           "methods": by_method, "targets": judge_targets(by_method)}
+    out: dict[str, Any] = {
+        "config": {**asdict(cfg), "out": str(cfg.out), "policy_file": pol_file},
+        "methods": by_method,
+        "targets": judge_targets(by_method),
+    }
     if pol_file is None:
         out["note"] = "no exported policy (*.onnx) found: the 'policy' method was not run"
     cfg.out.parent.mkdir(parents=True, exist_ok=True)

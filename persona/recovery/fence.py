@@ -31,8 +31,10 @@ def fence_host(client: Any, host: str) -> FenceResult:
             client.remove_container(c["Id"], force=True)
         except Exception as e:
             if "No such container" not in str(e):
-                raise RestoreError(f"cannot fence {name} of {host}: {e}; remove it by hand "
-                                   f"(docker rm -f {name}) before recovering") from e
+                raise RestoreError(
+                    f"cannot fence {name} of {host}: {e}; remove it by hand "
+                    f"(docker rm -f {name}) before recovering"
+                ) from e
         killed.append(name)
     left = [c["Names"][0] for c in demo.host_containers(client, host)]
     if left:

@@ -8,12 +8,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from persona.capture import probe as cprobe
 from persona.detect.probes import check_address
-from persona.errors import CaptureError, PersonaError, RestoreError, ValidationError
+from persona.errors import CaptureError, PersonaError, RestoreError
 from persona.model import PersonaManifest
 from persona.provision.engine import DockerProvisioner
 from persona.provision.plan import host_ip
@@ -90,16 +91,20 @@ class LiveHooks:
         except (CaptureError, OSError) as e:
             raise PersonaError(f"cpu accounting of {cid[:12]}: {e}") from e
         kv = dict(zip(stat[::2], stat[1::2], strict=False))
-        return CpuSample(s.t, s.cpu_ns, int(kv.get("nr_periods", 0)), int(kv.get("nr_throttled", 0)))
+        return CpuSample(
+            s.t, s.cpu_ns, int(kv.get("nr_periods", 0)), int(kv.get("nr_throttled", 0))
+        )
 
     def validate(self, manifest: PersonaManifest) -> ValidationResult:
         from persona.validate import Target, validate_target
+
         host = manifest.host.name
         t = Target(host, api_url(self.ip), None, _netns_pid(self.client, host))
-        try:
-            v = validate_target(t, self.baseline, seed=self.seed, budget_s=self.budget_s)
-        except NotImplementedError as e:
-            raise ValidationError("persona.validate.validate_target is not implemented yet") from e
+        # the replacement's data starts from the capture, not from the baseline's recording
+        since = datetime.fromisoformat(manifest.host.captured_at.replace("Z", "+00:00")).timestamp()
+        v = validate_target(
+            t, self.baseline, seed=self.seed, budget_s=self.budget_s, state_since=since
+        )
         if self.verdict_dir is not None:
             v.write(self.verdict_dir)
         failed = tuple(m.name for m in v.metrics if not m.passed and m.critical)
@@ -128,6 +133,7 @@ class NoValidation:
 
 def _netns_pid(client: Any, host: str) -> int | None:
     from persona.lab import demo
+
     try:
         return demo.netns_pid(client, host)
     except PersonaError:
@@ -137,30 +143,44 @@ def _netns_pid(client: Any, host: str) -> int | None:
 def running_host_ip(client: Any, host: str) -> str:
     """The IP of a running host's namespace owner (the pause container)."""
     from persona.lab import demo, spec
+
     for c in demo.host_containers(client, host):
         if c["Labels"].get(spec.ROLE_LABEL) == "pause" and c["State"] == "running":
             return str(c["NetworkSettings"]["Networks"][spec.NETWORK]["IPAddress"])
-    raise RestoreError(f"host {host!r} is not running (no running pause container); start it "
-                       "(persona lab up) or recover it from the store with --no-capture")
+    raise RestoreError(
+        f"host {host!r} is not running (no running pause container); start it "
+        "(persona lab up) or recover it from the store with --no-capture"
+    )
 
 
 def record(client: Any, host: str, ip: str, seed: int, budget_s: float) -> Any:
     """Record a validation baseline from the healthy running host."""
     from persona.validate import Target, record_baseline
-    return record_baseline(Target(host, api_url(ip), None, _netns_pid(client, host)),
-                           seed=seed, budget_s=budget_s)
+
+    return record_baseline(
+        Target(host, api_url(ip), None, _netns_pid(client, host)), seed=seed, budget_s=budget_s
+    )
 
 
-def ensure_baseline(client: Any, source: PersonaSource, host: str, ip: str, seed: int,
-                    budget_s: float, refresh: bool = False) -> Any:
+def ensure_baseline(
+    client: Any,
+    source: PersonaSource,
+    host: str,
+    ip: str,
+    seed: int,
+    budget_s: float,
+    refresh: bool = False,
+) -> Any:
     """The validation baseline of ``host``, recorded from the healthy original if missing."""
     from persona.validate import Baseline, Target, record_baseline
+
     if not refresh:
         d = source.read_meta(host, BASELINE_META)
         if d is not None:
             return Baseline.from_dict(d) if hasattr(Baseline, "from_dict") else _baseline(d)
-    b = record_baseline(Target(host, api_url(ip), None, _netns_pid(client, host)),
-                        seed=seed, budget_s=budget_s)
+    b = record_baseline(
+        Target(host, api_url(ip), None, _netns_pid(client, host)), seed=seed, budget_s=budget_s
+    )
     source.write_meta(host, BASELINE_META, b.to_dict())
     return b
 
@@ -170,6 +190,7 @@ def _baseline(d: dict[str, Any]) -> Any:
     import tempfile
 
     from persona.validate import Baseline
+
     with tempfile.TemporaryDirectory() as td:
         p = Path(td) / "b.json"
         p.write_text(json.dumps(d))
@@ -185,18 +206,29 @@ class FailoverOptions:
     max_watch_s: float | None = None
 
 
-def failover(client: Any, host: str, source: PersonaSource, manifest: PersonaManifest,
-             hooks: LiveHooks, ropts: RecoveryOptions, inject: bool,
-             fopts: FailoverOptions | None = None,
-             on_failure: Callable[[], None] | None = None) -> RecoveryResult:
+def failover(
+    client: Any,
+    host: str,
+    source: PersonaSource,
+    manifest: PersonaManifest,
+    hooks: LiveHooks,
+    ropts: RecoveryOptions,
+    inject: bool,
+    fopts: FailoverOptions | None = None,
+    on_failure: Callable[[], None] | None = None,
+) -> RecoveryResult:
     """Watch ``host`` until it is declared DOWN (killing it first if ``inject``), fence it,
     recover it. ttr_s runs from the injected kill (else the last good probe) to validation."""
     from persona.detect import FailureDetector, ProbeConfig, probe_for_target, watch
+
     fo = fopts or FailoverOptions()
     ip = host_ip(manifest)
     fencer = DockerFencer(client)
-    det = FailureDetector(ProbeConfig(period_s=fo.period_s, timeout_s=fo.timeout_s,
-                                      failure_threshold=fo.failure_threshold))
+    det = FailureDetector(
+        ProbeConfig(
+            period_s=fo.period_s, timeout_s=fo.timeout_s, failure_threshold=fo.failure_threshold
+        )
+    )
     killed_at: list[float] = []
 
     def kill() -> None:
@@ -209,8 +241,13 @@ def failover(client: Any, host: str, source: PersonaSource, manifest: PersonaMan
     th = threading.Thread(target=kill, daemon=True) if inject else None
     if th is not None:
         th.start()
-    d = watch(host, probe_for_target(api_url(ip), timeout_s=fo.timeout_s), detector=det,
-              fencer=fencer, max_s=fo.max_watch_s)
+    d = watch(
+        host,
+        probe_for_target(api_url(ip), timeout_s=fo.timeout_s),
+        detector=det,
+        fencer=fencer,
+        max_s=fo.max_watch_s,
+    )
     if th is not None:
         th.join()
     if not d.down or d.detected_at is None:
@@ -218,8 +255,7 @@ def failover(client: Any, host: str, source: PersonaSource, manifest: PersonaMan
     t_fail = killed_at[0] if killed_at else (d.last_ok_at or d.started_at)
     detect_s = d.detected_at - t_fail
     res = recover(host, source, DockerProvisioner(client), hooks, ropts, t_fail, detect_s)
-    res.detection = {**d.to_dict(), "detect_s": round(detect_s, 4),
-                     "injected": inject}
+    res.detection = {**d.to_dict(), "detect_s": round(detect_s, 4), "injected": inject}
     if fencer.results:
         f = fencer.results[-1]
         res.fence = {"killed": list(f.killed), "duration_s": round(f.duration_s, 4)}

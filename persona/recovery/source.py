@@ -41,14 +41,19 @@ class FolderSource:
         d = self.root / host
         if not d.is_dir():
             return []
-        return sorted(p.name for p in d.iterdir()
-                      if not p.name.startswith(".") and (p / "manifest.json").exists())
+        return sorted(
+            p.name
+            for p in d.iterdir()
+            if not p.name.startswith(".") and (p / "manifest.json").exists()
+        )
 
     def fetch(self, host: str, version: str, dest: Path) -> Path:
         src = self.root / host / version
         if not (src / "manifest.json").exists():
-            raise RestoreError(f"no persona {host}/{version} in {self.root}; "
-                               f"known: {', '.join(self.versions(host)) or 'none'}")
+            raise RestoreError(
+                f"no persona {host}/{version} in {self.root}; "
+                f"known: {', '.join(self.versions(host)) or 'none'}"
+            )
         out = dest / version
         try:
             shutil.copytree(src, out, symlinks=True)
@@ -77,6 +82,7 @@ class StoreSource:
 
     def __init__(self, url: str) -> None:
         from persona.store import Repository
+
         self._url = url
         try:
             self.repo = Repository.open(url)
@@ -92,6 +98,7 @@ class StoreSource:
 
     def fetch(self, host: str, version: str, dest: Path) -> Path:
         from persona.store import restore
+
         try:
             v = self.repo.resolve(host, version)
             out = dest / str(v.version)
@@ -99,12 +106,15 @@ class StoreSource:
         except StoreError as e:
             raise RestoreError(f"cannot retrieve {host} version {version}: {e}") from e
         if not (out / "manifest.json").exists():
-            raise RestoreError(f"{host} version {version} in {self.url} has no manifest.json: "
-                               "not a persona capture")
+            raise RestoreError(
+                f"{host} version {version} in {self.url} has no manifest.json: "
+                "not a persona capture"
+            )
         return out
 
     def read_meta(self, host: str, name: str) -> dict[str, Any] | None:
         from persona.store import restore
+
         mh = f"{host}.meta-{name}"
         if not self.repo.list_versions(mh):
             return None
@@ -114,6 +124,7 @@ class StoreSource:
 
     def write_meta(self, host: str, name: str, data: dict[str, Any]) -> None:
         from persona.store import PutOptions, put
+
         with tempfile.TemporaryDirectory(prefix="persona-meta-") as d:
             f = Path(d) / f"{name}.json"
             f.write_text(json.dumps(data, indent=1, sort_keys=True))
@@ -123,7 +134,7 @@ class StoreSource:
 def is_store(url: str) -> bool:
     if url.startswith(("s3://", "memory://")):
         return True
-    p = Path(url[len("file://"):] if url.startswith("file://") else url)
+    p = Path(url[len("file://") :] if url.startswith("file://") else url)
     return (p / "config").is_file()
 
 
@@ -133,13 +144,16 @@ def open_source(url: str | None) -> PersonaSource:
     (``<root>/<host>/<version>/manifest.json``)."""
     if url is None:
         from persona.capture.sink import DEFAULT_STORE
+
         url = DEFAULT_STORE
     if is_store(url):
         return StoreSource(url)
-    path = Path(url[len("file://"):] if url.startswith("file://") else url)
+    path = Path(url[len("file://") :] if url.startswith("file://") else url)
     if "://" not in url or url.startswith("file://"):
         if path.is_dir():
             return FolderSource(path.resolve())
-        raise RestoreError(f"no persona store at {url}: capture one first "
-                           f"(persona capture --host HOST --store {url})")
+        raise RestoreError(
+            f"no persona store at {url}: capture one first "
+            f"(persona capture --host HOST --store {url})"
+        )
     raise RestoreError(f"unknown store URL {url!r}: use a folder, file://, s3:// or memory://")

@@ -91,13 +91,20 @@ class Attempt:
     trace_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"number": self.number, "method": self.method, "version": self.version,
-                "policy": self.policy, "outcome": self.outcome,
-                "phases": {k: round(v, 4) for k, v in self.phases.items()},
-                "error": self.error, "warm": self.warm.to_dict() if self.warm else None,
-                "score": (self.verdict or {}).get("score"),
-                "plan": self.plan.to_dict() if self.plan else None,
-                "trace": self.trace_path or (self.trace.to_dict() if self.trace else None)}
+        return {
+            "number": self.number,
+            "method": self.method,
+            "version": self.version,
+            "policy": self.policy,
+            "outcome": self.outcome,
+            "phases": {k: round(v, 4) for k, v in self.phases.items()},
+            "error": self.error,
+            "warm": self.warm.to_dict() if self.warm else None,
+            "score": (self.verdict or {}).get("score"),
+            "verdict": dict(self.verdict) if self.verdict else None,
+            "plan": self.plan.to_dict() if self.plan else None,
+            "trace": self.trace_path or (self.trace.to_dict() if self.trace else None),
+        }
 
 
 @dataclass
@@ -115,23 +122,39 @@ class RecoveryResult:
     fence: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "policy": self.policy, "validated": self.validated,
-                "warm": self.warm, "ttr_s": None if self.ttr_s is None else round(self.ttr_s, 4),
-                "phases": {k: round(v, 4) for k, v in self.phases.items()},
-                "verdict": dict(self.verdict), "attempts": [a.to_dict() for a in self.attempts],
-                "adaptive": self.adaptive, "detection": self.detection, "fence": self.fence}
+        return {
+            "host": self.host,
+            "policy": self.policy,
+            "validated": self.validated,
+            "warm": self.warm,
+            "ttr_s": None if self.ttr_s is None else round(self.ttr_s, 4),
+            "phases": {k: round(v, 4) for k, v in self.phases.items()},
+            "verdict": dict(self.verdict),
+            "attempts": [a.to_dict() for a in self.attempts],
+            "adaptive": self.adaptive,
+            "detection": self.detection,
+            "fence": self.fence,
+        }
 
 
 # ------------------------------------------------------------------------------- pure parts
 
-def candidates(versions: Sequence[str], bad: Sequence[str], max_versions: int,
-               cold_fallback: bool, pinned: str | None = None) -> list[str | None]:
+
+def candidates(
+    versions: Sequence[str],
+    bad: Sequence[str],
+    max_versions: int,
+    cold_fallback: bool,
+    pinned: str | None = None,
+) -> list[str | None]:
     """What to try, in order: the newest valid versions (known-bad ones skipped), then a cold
     start (``None``). A pinned version is tried alone (plus the cold start if allowed)."""
     out: list[str | None] = []
     if pinned is not None:
         if pinned != "latest" and pinned not in versions:
-            raise RestoreError(f"version {pinned} not found; known: {', '.join(versions) or 'none'}")
+            raise RestoreError(
+                f"version {pinned} not found; known: {', '.join(versions) or 'none'}"
+            )
         out.append(versions[-1] if pinned == "latest" and versions else pinned)
     else:
         out.extend([v for v in reversed(versions) if v not in set(bad)][:max_versions])
@@ -141,8 +164,13 @@ def candidates(versions: Sequence[str], bad: Sequence[str], max_versions: int,
 
 
 def phase_totals(detect_s: float, attempts: Sequence[Attempt]) -> dict[str, float]:
-    tot = {"detect_s": detect_s, "retrieve_s": 0.0, "provision_s": 0.0, "apply_s": 0.0,
-           "validate_s": 0.0}
+    tot = {
+        "detect_s": detect_s,
+        "retrieve_s": 0.0,
+        "provision_s": 0.0,
+        "apply_s": 0.0,
+        "validate_s": 0.0,
+    }
     for a in attempts:
         for k in ("retrieve_s", "provision_s", "apply_s", "validate_s"):
             tot[k] += a.phases.get(k, 0.0)
@@ -158,8 +186,12 @@ def failed_attempts(trace: Trace) -> dict[str, int]:
     return out
 
 
-def observations(manifest: PersonaManifest, trace: Trace, before: Mapping[str, CpuSample],
-                 after: Mapping[str, CpuSample]) -> list[adaptive.ComponentObservation]:
+def observations(
+    manifest: PersonaManifest,
+    trace: Trace,
+    before: Mapping[str, CpuSample],
+    after: Mapping[str, CpuSample],
+) -> list[adaptive.ComponentObservation]:
     """Per restored process: failed attempts (trace) and CPU utilisation over validation."""
     fails = failed_attempts(trace)
     alloc = {s.name: s.alloc_cores for s in trace.steps if s.kind == "resources"}
@@ -181,10 +213,14 @@ def observations(manifest: PersonaManifest, trace: Trace, before: Mapping[str, C
     return out
 
 
-def make_plan(manifest: PersonaManifest, policy: str, seed: int,
-              rec: adaptive.AdaptiveRecord | None) -> Plan:
-    plan = (captured_order_plan(manifest) if policy == CAPTURED_ORDER
-            else plan_from_policy(manifest, policy, seed))
+def make_plan(
+    manifest: PersonaManifest, policy: str, seed: int, rec: adaptive.AdaptiveRecord | None
+) -> Plan:
+    plan = (
+        captured_order_plan(manifest)
+        if policy == CAPTURED_ORDER
+        else plan_from_policy(manifest, policy, seed)
+    )
     if rec is not None and (rec.defer or rec.boost):
         plan = adjust_plan(manifest, plan, rec.defer, rec.boost)
     return plan
@@ -192,30 +228,52 @@ def make_plan(manifest: PersonaManifest, policy: str, seed: int,
 
 # ------------------------------------------------------------------------------- the workflow
 
-def recover(host: str, source: PersonaSource, engine: ProvisionEngine, hooks: Hooks,
-            opts: RecoveryOptions, t_failure: float, detect_s: float = 0.0,
-            now: Callable[[], float] = time.monotonic) -> RecoveryResult:
+
+def recover(
+    host: str,
+    source: PersonaSource,
+    engine: ProvisionEngine,
+    hooks: Hooks,
+    opts: RecoveryOptions,
+    t_failure: float,
+    detect_s: float = 0.0,
+    now: Callable[[], float] = time.monotonic,
+) -> RecoveryResult:
     """Recover ``host`` (already fenced). ``t_failure``: when it failed, on ``now``'s clock."""
-    rec = adaptive.AdaptiveRecord.from_dict(source.read_meta(host, adaptive.META_NAME), host) \
-        if opts.adaptive else None
+    rec = (
+        adaptive.AdaptiveRecord.from_dict(source.read_meta(host, adaptive.META_NAME), host)
+        if opts.adaptive
+        else None
+    )
     versions = source.versions(host)
     if not versions:
-        raise RestoreError(f"no persona of {host} in {source.url}: capture one first "
-                           f"(persona capture --host {host} --store ...)")
+        raise RestoreError(
+            f"no persona of {host} in {source.url}: capture one first "
+            f"(persona capture --host {host} --store ...)"
+        )
     todo: list[str | None]
     if opts.policy == COLD:
         todo = [None]
     else:
-        todo = candidates(versions, rec.bad_versions if rec else (), opts.max_versions,
-                          opts.cold_fallback, opts.version)
+        todo = candidates(
+            versions,
+            rec.bad_versions if rec else (),
+            opts.max_versions,
+            opts.cold_fallback,
+            opts.version,
+        )
     attempts: list[Attempt] = []
     work = Path(tempfile.mkdtemp(prefix=f"persona-recover-{host}-"))
     latest_manifest: PersonaManifest | None = None
     try:
         for version in todo:
             n = len(attempts) + 1
-            at = Attempt(n, "persona" if version is not None else COLD, version,
-                         opts.policy if version is not None else COLD)
+            at = Attempt(
+                n,
+                "persona" if version is not None else COLD,
+                version,
+                opts.policy if version is not None else COLD,
+            )
             attempts.append(at)
             apply_opts = opts.first_attempt if n == 1 else ApplyOptions()
             # ---- retrieve
@@ -244,8 +302,9 @@ def recover(host: str, source: PersonaSource, engine: ProvisionEngine, hooks: Ho
                 _save_trace(opts, at)
                 if rec is not None:
                     obs = observations(manifest, e.trace, {}, {})
-                    rec = adaptive.update(rec, None if opts.injected and n == 1 else version,
-                                          obs, False, ("restore",))
+                    rec = adaptive.update(
+                        rec, None if opts.injected and n == 1 else version, obs, False, ("restore",)
+                    )
                     source.write_meta(host, adaptive.META_NAME, rec.to_dict())
                 continue
             except PersonaError as e:
@@ -278,24 +337,45 @@ def recover(host: str, source: PersonaSource, engine: ProvisionEngine, hooks: Ho
                 at.warm = hooks.prove_warm(manifest)
             if rec is not None:
                 obs = observations(manifest, trace, before, after)
-                rec = adaptive.update(rec, None if (opts.injected and n == 1) else version, obs,
-                                      vr.passed, vr.failed_metrics)
+                rec = adaptive.update(
+                    rec,
+                    None if (opts.injected and n == 1) else version,
+                    obs,
+                    vr.passed,
+                    vr.failed_metrics,
+                )
                 source.write_meta(host, adaptive.META_NAME, rec.to_dict())
             if vr.passed:
                 at.outcome = "validated"
                 _save_trace(opts, at)
                 ttr = now() - t_failure
-                return RecoveryResult(host, opts.policy, True, bool(at.warm and at.warm.warm),
-                                      ttr, phase_totals(detect_s, attempts), vr.verdict, attempts,
-                                      rec.to_dict() if rec else None)
+                return RecoveryResult(
+                    host,
+                    opts.policy,
+                    True,
+                    bool(at.warm and at.warm.warm),
+                    ttr,
+                    phase_totals(detect_s, attempts),
+                    vr.verdict,
+                    attempts,
+                    rec.to_dict() if rec else None,
+                )
             at.outcome = "validation-failed"
             at.error = "validation failed: " + ", ".join(vr.failed_metrics)
             remove_replacement(engine, trace)  # roll back: the replacement goes, personas stay
             _save_trace(opts, at)
         last = next((a.verdict for a in reversed(attempts) if a.verdict), None) or {}
-        return RecoveryResult(host, opts.policy, False, False, None,
-                              phase_totals(detect_s, attempts), last, attempts,
-                              rec.to_dict() if rec else None)
+        return RecoveryResult(
+            host,
+            opts.policy,
+            False,
+            False,
+            None,
+            phase_totals(detect_s, attempts),
+            last,
+            attempts,
+            rec.to_dict() if rec else None,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

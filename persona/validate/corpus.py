@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.stats import beta as beta_dist
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ABSENT = "<absent>"
@@ -148,8 +149,11 @@ def diff_fields(
     out = []
     for (group, key), (n, raw, noise, example) in sorted(stats.items()):
         r, z = raw / n, noise / n
-        if drift_scale > 1.0:
-            z = 1.0 - (1.0 - z) ** drift_scale
+        if drift_scale > 1.0 and noise < n:
+            # extrapolating a rate: from its one-sided 95 % upper bound (Clopper-Pearson), so
+            # that a drift too slow to show in the sample (0 of n) is not taken for zero
+            z_ub = float(beta_dist.ppf(0.95, noise + 1, n - noise))
+            z = 1.0 - (1.0 - z_ub) ** drift_scale
         sig = r > z * (1 + relative) and (r - z) > absolute
         out.append(FieldDiff(key, group, n, raw, noise, sig, example if raw else None))
     return out

@@ -29,7 +29,7 @@ class Settings:
     """Durations and loads of one run, derived from the budget (stored in the baseline)."""
 
     budget_s: float
-    corpus_items: int = 40
+    corpus_items: int = 200  # state items sampled: enough to estimate drift of the data
     concurrency: int = 4
     tp_windows: int = 5
     tp_window_s: float = 1.0
@@ -107,14 +107,21 @@ def _ramp(target: Target, rates: list[float], s: Settings, seed: int) -> list[di
     return out
 
 
-def _drift_scale(replay_times: list[float] | None, t_candidate: float) -> float:
-    """How many baseline replay intervals separate the candidate's replay from the primary's."""
+def _drift_scale(
+    replay_times: list[float] | None, t_candidate: float, state_since: float | None = None
+) -> float:
+    """How many baseline replay intervals of data drift separate the candidate's replay from
+    the primary's: the time between them, plus the time between an older starting state (a
+    capture) and the primary replay."""
     if not replay_times or len(replay_times) != 2:
         return 1.0
     t_a, t_b = replay_times
     if t_b <= t_a:
         return 1.0
-    return max(1.0, (t_candidate - t_a) / (t_b - t_a))
+    span = t_candidate - t_a
+    if state_since is not None and state_since < t_a:
+        span += t_a - state_since
+    return max(1.0, span / (t_b - t_a))
 
 
 def record_baseline(
@@ -181,11 +188,15 @@ def validate_target(
     seed: int = 0,
     budget_s: float | None = None,
     tolerances: judge.Tolerances | None = None,
+    state_since: float | None = None,
 ) -> Verdict:
     """Replay the baseline's load (same corpus, rates and durations) against ``target`` and
     judge every metric. ``budget_s`` only bounds it: the baseline's settings are replayed.
     ``tolerances.critical`` chooses which metrics fail the run (e.g. drop ``state`` for a
     cold start that is expected to lose in-memory data).
+    ``state_since``: wall-clock time of the state the target's data started from when it is
+    older than the baseline (a restore from a capture taken before the baseline was recorded);
+    the data's drift is then expected over that longer span.
     """
     tol = tolerances or judge.Tolerances()
     known = {f for f in Settings.__dataclass_fields__}
@@ -241,7 +252,7 @@ def validate_target(
         _fields(cl, raw_c),
         tol.noise_relative,
         tol.noise_absolute,
-        drift_scale=_drift_scale(baseline.replay_times, t_c),
+        drift_scale=_drift_scale(baseline.replay_times, t_c, state_since),
     )
     cand_lat = lat.ok_latencies()
     # requests that failed count against latency at the timeout (they were not fast)

@@ -16,14 +16,16 @@ class FakeEngine:
     fail_restore: set[str] = field(default_factory=set)  # container names whose restore fails
     fail_extract_times: int = 0  # first N extract_fs calls fail
     existing: set[str] = field(default_factory=set)
-    listening_set: set[str] = field(default_factory=lambda: {"0.0.0.0:8080", "127.0.0.1:6379",
-                                                              "127.0.0.11:41234"})
+    listening_set: set[str] = field(
+        default_factory=lambda: {"0.0.0.0:8080", "127.0.0.1:6379", "127.0.0.11:41234"}
+    )
     addrs: list[str] = field(default_factory=lambda: ["127.0.0.1/8", "10.77.0.61/24"])
     calls: list[tuple[str, ...]] = field(default_factory=list)
     containers: dict[str, str] = field(default_factory=dict)  # cid -> name
     running: set[str] = field(default_factory=set)
     cpu: dict[str, float | None] = field(default_factory=dict)
     files: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    file_meta: dict[tuple[str, str], tuple[int | None, int | None]] = field(default_factory=dict)
     locked: bool = False
 
     def _name(self, cid: str) -> str:
@@ -58,8 +60,11 @@ class FakeEngine:
             raise RestoreError("disk hiccup")
         return 3
 
-    def write_file(self, cid: str, path: str, data: bytes) -> str:
+    def write_file(
+        self, cid: str, path: str, data: bytes, mtime_ns: int | None = None, mode: int | None = None
+    ) -> str:
         self.files[(self._name(cid), path)] = data
+        self.file_meta[(self._name(cid), path)] = (mtime_ns, mode)
         self.calls.append(("write", self._name(cid), path))
         return hashlib.sha256(data).hexdigest()
 
@@ -97,6 +102,7 @@ class FakeEngine:
 def persona_dir(tmp: Path, manifest_path: Path) -> Path:
     """A fetched-persona folder for the fixture manifest: every data file it names exists."""
     import json
+
     d = tmp / "persona"
     d.mkdir()
     m = json.loads(manifest_path.read_text())

@@ -35,8 +35,10 @@ def test_success_path_order_lock_and_trace(m: PersonaManifest, tmp_path: Path) -
     assert tr.outcome == "ok" and not tr.rolled_back
     kinds = [c[0] for c in e.calls]
     # the namespace owner is created and started before anything else; others only created
-    assert e.calls[:2] == [("create", "persona-rx61-pause", "10.77.0.61", "None"),
-                           ("start", "persona-rx61-pause")]
+    assert e.calls[:2] == [
+        ("create", "persona-rx61-pause", "10.77.0.61", "None"),
+        ("start", "persona-rx61-pause"),
+    ]
     assert kinds.count("start") == 1
     # every restore ran under the lock, and the lock went right after the last connection end
     restores = [c for c in e.calls if c[0] == "restore"]
@@ -45,26 +47,35 @@ def test_success_path_order_lock_and_trace(m: PersonaManifest, tmp_path: Path) -
     assert tr.lock["release_after"] == plan.order[-1] or tr.lock["release_after"] in plan.order
     assert tr.lock["window_s"] >= 0 and not e.locked
     # CPU: the captured limits are floors; redis had none and stays unlimited
-    assert e.cpu == {"persona-rx61-redis": None, "persona-rx61-api": pytest.approx(0.6),
-                     "persona-rx61-worker": pytest.approx(0.3)}
+    assert e.cpu == {
+        "persona-rx61-redis": None,
+        "persona-rx61-api": pytest.approx(0.6),
+        "persona-rx61-worker": pytest.approx(0.3),
+    }
     # every step timed, in order, with CRIU stats on restores
     d = tr.to_dict()
     assert all(s["outcome"] in ("ok", "unsupported") for s in d["steps"])
     assert all(s["end_s"] >= s["start_s"] for s in d["steps"])
     starts = [s["start_s"] for s in d["steps"]]
     assert starts == sorted(starts)
-    assert {s["name"] for s in d["steps"] if s["kind"] == "process"} == \
-        {"redis.process", "api.process", "worker.process"}
+    assert {s["name"] for s in d["steps"] if s["kind"] == "process"} == {
+        "redis.process",
+        "api.process",
+        "worker.process",
+    }
     assert all(s["criu"]["pages_restored"] == 10 for s in d["steps"] if s["kind"] == "process")
     assert d["steps"][-1]["action"] == "check listening sockets"
     assert set(d["phases"]) == {"provision_s", "apply_s"}
     # config files written with the captured content
-    assert e.files[("persona-rx61-api", "/etc/demo/api.json")] == \
-        (FIX.parent / "config/persona-rx61-api/etc/demo/api.json").read_bytes()
+    assert (
+        e.files[("persona-rx61-api", "/etc/demo/api.json")]
+        == (FIX.parent / "config/persona-rx61-api/etc/demo/api.json").read_bytes()
+    )
 
 
 def test_failed_restore_rolls_back_everything_and_leaves_the_persona_untouched(
-        m: PersonaManifest, tmp_path: Path) -> None:
+    m: PersonaManifest, tmp_path: Path
+) -> None:
     e = FakeEngine(fail_restore={"persona-rx61-api"})
     data = persona_dir(tmp_path, FIX)
     before = sha256_tree(data)
@@ -89,13 +100,20 @@ def test_transient_step_failure_is_retried_and_counted(m: PersonaManifest, tmp_p
 def test_retries_exhausted_fail_the_restore(m: PersonaManifest, tmp_path: Path) -> None:
     e = FakeEngine(fail_extract_times=2)
     with pytest.raises(StepFailed):
-        apply_persona(e, m, persona_dir(tmp_path, FIX), P.captured_order_plan(m), "v1",
-                      ApplyOptions(retries=1))
+        apply_persona(
+            e,
+            m,
+            persona_dir(tmp_path, FIX),
+            P.captured_order_plan(m),
+            "v1",
+            ApplyOptions(retries=1),
+        )
     assert e.containers == {}
 
 
 def test_an_old_copy_still_present_stops_the_restore_before_anything_is_created(
-        m: PersonaManifest, tmp_path: Path) -> None:
+    m: PersonaManifest, tmp_path: Path
+) -> None:
     e = FakeEngine(existing={"persona-rx61-api"})
     with pytest.raises(StepFailed, match="fence the old host first"):
         apply_persona(e, m, persona_dir(tmp_path, FIX), P.captured_order_plan(m), "v1")
@@ -103,7 +121,8 @@ def test_an_old_copy_still_present_stops_the_restore_before_anything_is_created(
 
 
 def test_network_checks_catch_a_missing_address_and_a_missing_listener(
-        m: PersonaManifest, tmp_path: Path) -> None:
+    m: PersonaManifest, tmp_path: Path
+) -> None:
     e = FakeEngine(addrs=["127.0.0.1/8"])
     with pytest.raises(StepFailed, match="lacks captured address"):
         apply_persona(e, m, persona_dir(tmp_path, FIX), P.captured_order_plan(m), "v1")
@@ -124,17 +143,29 @@ def test_config_that_does_not_match_the_capture_fails(m: PersonaManifest, tmp_pa
 
 def test_overrides_inject_faults_into_the_trace(m: PersonaManifest, tmp_path: Path) -> None:
     e = FakeEngine()
-    tr = apply_persona(e, m, persona_dir(tmp_path, FIX), P.captured_order_plan(m), "v1",
-                       ApplyOptions(cpu_override={"api.process": 0.02},
-                                    config_override={"/etc/demo/api.json": b"{}"}))
+    tr = apply_persona(
+        e,
+        m,
+        persona_dir(tmp_path, FIX),
+        P.captured_order_plan(m),
+        "v1",
+        ApplyOptions(
+            cpu_override={"api.process": 0.02}, config_override={"/etc/demo/api.json": b"{}"}
+        ),
+    )
     assert e.cpu["persona-rx61-api"] == 0.02
     assert e.files[("persona-rx61-api", "/etc/demo/api.json")] == b"{}"
     assert any("OVERRIDDEN" in s.detail for s in tr.steps)
 
 
-def test_kernel_modules_are_reported_unsupported_not_faked(m: PersonaManifest, tmp_path: Path) -> None:
+def test_kernel_modules_are_reported_unsupported_not_faked(
+    m: PersonaManifest, tmp_path: Path
+) -> None:
     from persona.model import Component, ComponentKind
-    km = Component(name="kmod.nf_nat", kind=ComponentKind.KERNEL_MODULE, size_bytes=1, role="system")
+
+    km = Component(
+        name="kmod.nf_nat", kind=ComponentKind.KERNEL_MODULE, size_bytes=1, role="system"
+    )
     m2 = m.with_components([km, *m.components])
     plan = P.captured_order_plan(m2)
     tr = apply_persona(FakeEngine(), m2, persona_dir(tmp_path, FIX), plan, "v1")
@@ -144,8 +175,9 @@ def test_kernel_modules_are_reported_unsupported_not_faked(m: PersonaManifest, t
 
 def test_no_lock_option_restores_unlocked(m: PersonaManifest, tmp_path: Path) -> None:
     e = FakeEngine()
-    apply_persona(e, m, persona_dir(tmp_path, FIX), P.captured_order_plan(m), "v1",
-                  ApplyOptions(lock=False))
+    apply_persona(
+        e, m, persona_dir(tmp_path, FIX), P.captured_order_plan(m), "v1", ApplyOptions(lock=False)
+    )
     assert not any(c[0] in ("lock", "unlock") for c in e.calls)
     assert {c[2] for c in e.calls if c[0] == "restore"} == {"unlocked"}
 
@@ -175,9 +207,12 @@ class Probe:
         return {"started": self.started, "pool": {"size": 4}, "errors": 0}
 
     def redis(self, *args: str) -> str:
-        return {"GET demo:worker:ticks": "50", "GET demo:worker:reconnects": self.reconnects,
-                "DBSIZE": "2003", "INFO server": f"redis_version:7\nuptime_in_seconds:{self.uptime}"
-                }[" ".join(args)]
+        return {
+            "GET demo:worker:ticks": "50",
+            "GET demo:worker:reconnects": self.reconnects,
+            "DBSIZE": "2003",
+            "INFO server": f"redis_version:7\nuptime_in_seconds:{self.uptime}",
+        }[" ".join(args)]
 
 
 def test_warm_proof_distinguishes_a_restore_from_a_restart(m: PersonaManifest) -> None:
@@ -186,6 +221,35 @@ def test_warm_proof_distinguishes_a_restore_from_a_restart(m: PersonaManifest) -
     cold = prove_warm(m, Probe(started + 60, reconnects="1", uptime=3))
     assert not cold.warm
     assert {c.name for c in cold.checks if not c.ok} == {
-        "api start time preserved", "worker connection survived (no reconnect)",
-        "redis start time preserved"}
+        "api start time preserved",
+        "worker connection survived (no reconnect)",
+        "redis start time preserved",
+    }
     assert isinstance(cold.checks[0], Check)
+
+
+def test_config_files_keep_their_captured_mtime_and_mode(tmp_path: Path) -> None:
+    """An app that reloads on config mtime must not see the restore as a config change."""
+    import json
+
+    d = json.loads(FIX.read_text())
+    for c in d["components"]:
+        if c["kind"] == "config":
+            for f in c["attributes"]["files"].values():
+                f["mtime_ns"], f["mode"] = 1_700_000_000_123_456_789, 0o640
+    fix = tmp_path / "manifest.json"
+    fix.write_text(json.dumps(d))
+    for rel in {r for c in d["components"] for r in c["data"] if c["kind"] == "config"}:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes((FIX.parent / rel).read_bytes())
+    m2 = load_manifest(fix)
+    e = FakeEngine()
+    (tmp_path / "p").mkdir()
+    tr = apply_persona(
+        e, m2, persona_dir(tmp_path / "p", fix), P.plan_from_policy(m2, "critical-path"), "v1"
+    )
+    assert tr.outcome == "ok"
+    assert e.file_meta[("persona-rx61-api", "/etc/demo/api.json")] == (
+        1_700_000_000_123_456_789,
+        0o640,
+    )

@@ -24,7 +24,9 @@ def test_dedupe_keeps_first_position_and_last_level() -> None:
 
 
 @pytest.mark.parametrize("policy", ["capture-order", "critical-path", "seed-adaptive", "random"])
-def test_baseline_plans_cover_every_component_in_dependency_order(m: PersonaManifest, policy: str) -> None:
+def test_baseline_plans_cover_every_component_in_dependency_order(
+    m: PersonaManifest, policy: str
+) -> None:
     plan = P.plan_from_policy(m, policy, seed=3)
     assert sorted(plan.order) == sorted(m.names)
     pos = {n: i for i, n in enumerate(plan.order)}
@@ -95,12 +97,19 @@ def test_lock_released_once_both_ends_of_every_connection_are_back() -> None:
     assert P.lock_release_after(["redis.process", "api.process", "worker.process"], conns) == 2
     assert P.lock_release_after(["api.process", "worker.process", "redis.process", "x"], conns) == 2
     assert P.lock_release_after(["x", "y"], conns) == -1
-    assert P.lock_release_after(["redis.process", "api.process", "x"],
-                                [("api.process", "redis.process")]) == 1
+    assert (
+        P.lock_release_after(
+            ["redis.process", "api.process", "x"], [("api.process", "redis.process")]
+        )
+        == 1
+    )
 
 
 def test_connections_ip_and_replacement_from_the_captured_manifest(m: PersonaManifest) -> None:
-    assert P.connections(m) == [("api.process", "redis.process"), ("worker.process", "redis.process")]
+    assert P.connections(m) == [
+        ("api.process", "redis.process"),
+        ("worker.process", "redis.process"),
+    ]
     assert P.host_ip(m) == "10.77.0.61"
     r = P.replacement(m)
     owner, *rest = r.specs
@@ -110,8 +119,9 @@ def test_connections_ip_and_replacement_from_the_captured_manifest(m: PersonaMan
     api = next(s for s in rest if s.role == "api")
     assert api.command == ("python3", "/app/api.py") and api.mem_bytes == 128 << 20
     assert api.config_files == ("/etc/demo/api.json",)
-    assert r.config_files["api.config"] == (("persona-rx61-api", "/etc/demo/api.json",
-                                             "config/persona-rx61-api/etc/demo/api.json"),)
+    assert r.config_files["api.config"] == (
+        ("persona-rx61-api", "/etc/demo/api.json", "config/persona-rx61-api/etc/demo/api.json"),
+    )
     cold = P.replacement(m, cpu_limits=True)
     assert next(s for s in cold.specs if s.role == "api").cpus == 0.5
 

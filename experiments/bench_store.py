@@ -60,7 +60,9 @@ class Config:
     restic: bool = True
     workdir: Path | None = None
     restore_repeats: int = 3
-    criu_mib: int = 64  # heap of the live process dumped by CRIU (0: no CRIU series)
+    # heap of the live process dumped by CRIU; 0: no CRIU series; None: 64 when restic runs
+    # (the series exists to compare real dumps side by side), else 0
+    criu_mib: int | None = None
     criu_dirty: tuple[float, ...] = (0.01, 0.05)  # pages the live process rewrites per version
 
 
@@ -434,8 +436,9 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--versions", type=int, default=Config.versions)
     ap.add_argument("--tar-files", type=int, default=Config.tar_files)
     ap.add_argument("--no-restic", action="store_true", help="measure persona only")
-    ap.add_argument("--criu-mib", type=int, default=Config.criu_mib,
-                    help="heap MiB of the live process dumped by CRIU (0: skip that series)")
+    ap.add_argument("--criu-mib", type=int, default=None,
+                    help="heap MiB of the live process dumped by CRIU (0: skip that series; "
+                    "default 64, or 0 with --no-restic)")
     ap.add_argument(
         "--workdir", type=Path, default=None, help="scratch space (default: a temp dir)"
     )
@@ -466,12 +469,13 @@ def main(argv: list[str] | None = None) -> Path:
             flush=True,
         )
         series.append(run_series("fs_tar", tar_sequence(cfg), cfg, work, restic))
-        why_not = criu_available() if cfg.criu_mib else "disabled (--criu-mib 0)"
+        criu_mib = cfg.criu_mib if cfg.criu_mib is not None else (64 if restic else 0)
+        why_not = criu_available() if criu_mib else "disabled (--criu-mib 0 or --no-restic)"
         for d in cfg.criu_dirty if why_not is None else ():
             name = f"criu_live_dirty{round(d * 100)}pct"
-            print(f"series {name} (real CRIU dumps of a live process with a {cfg.criu_mib} MiB "
+            print(f"series {name} (real CRIU dumps of a live process with a {criu_mib} MiB "
                   f"heap, {d:.0%} of its pages rewritten per version)", flush=True)
-            proc = LiveProcess(cfg.criu_mib, cfg.seed + int(d * 1000))
+            proc = LiveProcess(criu_mib, cfg.seed + int(d * 1000))
             try:
                 series.append(run_series(name, criu_sequence(cfg, d, proc), cfg, work, restic))
             finally:

@@ -19,7 +19,7 @@ from typing import Any
 from persona.errors import RestoreError
 from persona.model import ComponentKind, PersonaManifest
 from persona.provision.plan import Plan, captured_order_plan, check_plan
-from persona.vm.host import Guest, insmod_line, start_in_cgroup
+from persona.vm.host import Guest, criu_restore_script, insmod_line, start_in_cgroup
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,9 @@ def apply_vm(g: Guest, m: PersonaManifest, data_dir: Path,
         elif c.kind == ComponentKind.FILESYSTEM:
             tar = (data_dir / c.data[0]).read_bytes() if c.data else b""
             rm = " ".join(f"'{p}'" for p in a.get("deleted", []))
+            mk = " ".join(f"'{p}'" for p in a.get("runtime_dirs", []))
             script = "set -e\n" + ('tar -xf "$PERSONA_DATA" -C /\n' if tar else "") + (
-                f"rm -f {rm}\n" if rm else "")
+                f"rm -f {rm}\n" if rm else "") + (f"mkdir -p {mk}\n" if mk else "")
             tr.steps.append(_run(g, name, c.kind, "unpack diff + deletions", script, t, tar))
             continue
         elif c.kind == ComponentKind.CONFIG:
@@ -130,9 +131,21 @@ def apply_vm(g: Guest, m: PersonaManifest, data_dir: Path,
                                  round(time.monotonic() - t, 3), f"{len(a.get('files', {}))} files"))
             continue
         elif c.kind == ComponentKind.PROCESS:
-            script = start_in_cgroup(a["cgroup"], a.get("cgroup_limits", {}), a["cmdline"])
+            limits = a.get("cgroup_limits", {})
+            why_cold = "no CRIU images captured"
+            if c.data:
+                r = g.run(criu_restore_script(a["cgroup"], limits), 120,
+                          (data_dir / c.data[0]).read_bytes())
+                if r.rc == 0:
+                    tr.steps.append(Step(name, c.kind.value,
+                                         f"warm: CRIU restore into cgroup (plan level {st.level})",
+                                         round(time.monotonic() - t, 3), r.text.strip()[:200]))
+                    continue
+                why_cold = ("CRIU restore failed: "
+                            + r.stderr.decode("utf-8", "replace").strip()[-200:])
+            script = start_in_cgroup(a["cgroup"], limits, a["cmdline"])
             script += f"\nsleep 0.3\ncat /sys/fs/cgroup/{a['cgroup']}/cgroup.procs"
-            action = f"cold start in cgroup (no CRIU image; plan level {st.level})"
+            action = f"cold start in cgroup ({why_cold}; plan level {st.level})"
         else:
             raise RestoreError(f"{name}: no VM apply step for kind {c.kind.value}")
         tr.steps.append(_run(g, name, c.kind, action, script, t))
@@ -164,7 +177,11 @@ def compare(orig: PersonaManifest, repl: PersonaManifest) -> list[str]:
     if [n for n, _ in a] != [n for n, _ in b]:
         out.append(f"kernel module load order: original {[n for n, _ in a]}, "
                    f"replacement {[n for n, _ in b]}")
-    for (n, pa), (_, pb) in zip(a, b, strict=False):
+    pb_by = dict(b)
+    for n, pa in a:
+        if n not in pb_by:
+            continue  # reported with the order
+        pb = pb_by[n]
         for k in sorted(set(pa) | set(pb)):
             if pa.get(k) != pb.get(k):
                 out.append(f"kmod.{n} parameter {k}: original {pa.get(k)!r}, "
@@ -179,7 +196,7 @@ def compare(orig: PersonaManifest, repl: PersonaManifest) -> list[str]:
     checks = [("network", "addresses"), ("network", "links"), ("network", "routes"), ("network", "listening"),
               ("sysctl", "sysctls"), ("rootfs.filesystem", "added"),
               ("rootfs.filesystem", "changed"), ("rootfs.filesystem", "deleted"),
-              ("rootfs.filesystem", "sha256"), ("demo.config", "files"),
+              ("rootfs.filesystem", "sha256"), ("rootfs.filesystem", "runtime_dirs"), ("demo.config", "files"),
               ("demo.process", "cmdline"), ("demo.process", "cgroup_limits")]
     for comp, key in checks:
         va, vb = attr(orig, comp, key), attr(repl, comp, key)

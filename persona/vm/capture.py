@@ -34,7 +34,10 @@ from persona.model import (
     ResourceProfile,
 )
 from persona.vm import guest as g_files
-from persona.vm.host import Guest
+from persona.vm.host import TREE_ROOT, Guest, criu_dump_script
+
+# what the guest's CRIU needs from the kernel (its feature probe, socket collection)
+CRIU_KMODS = ("kmod.nf_tables", "kmod.inet_diag", "kmod.tcp_diag")
 
 MODULES_SCRIPT = r"""cat /proc/modules
 echo '@@PARAMS'
@@ -194,6 +197,9 @@ def capture_vm(g: Guest, out_dir: Path, config_paths: tuple[str, ...], cgroup: s
     # filesystem diff against the image's baseline
     base = parse_sha256sum(g.run(f"cat {g_files.BASELINE}").check("capture: baseline").text)
     diff = fs_diff(base, parse_sha256sum(step("fs_hash", FS_SCRIPT, 120)))
+    # directories services made in the tmpfs /run (their contents are runtime state, not kept)
+    rundirs = sorted(step("run_dirs", "find /run -mindepth 1 -type d ! -path '/run/criu*'")
+                     .split())
     members = [*diff.added, *diff.changed]
     tar = b""
     if members:
@@ -217,7 +223,29 @@ def capture_vm(g: Guest, out_dir: Path, config_paths: tuple[str, ...], cgroup: s
     facts = parse_kv(step("guest_facts", "printf 'cpus\t%s\nmem_total_kb\t%s\n' "
                           "\"$(nproc)\" \"$(sed -n 's/^MemTotal: *\\([0-9]*\\).*/\\1/p' "
                           "/proc/meminfo)\""))
-    cmdline = step("cmdline", f"tr '\\0' ' ' < /proc/{pids[0]}/cmdline").strip()
+    procs = f"{cg}/cgroup.procs"
+    cmdline = step("cmdline", TREE_ROOT.format(procs=procs)
+                   + "\ntr '\\0' ' ' < /proc/$root/cmdline").strip()
+    # process memory through the guest's own CRIU, when the image has it
+    criu: dict[str, Any] = {}
+    pdata: tuple[str, ...] = ()
+    has = g.run("command -v criu && criu --version | sed -n 's/^Version: //p'").text.split()
+    if len(has) < 2:
+        state = ("cold-start: the guest image has no CRIU (the lab's CRIU 4.2 was not installed "
+                 "when the image was built); the replacement starts the service fresh")
+    else:
+        t = time.monotonic()
+        r = g.run(criu_dump_script(cgroup), 120)
+        tm["criu_dump_s"] = round(time.monotonic() - t, 3)
+        if r.rc == 0:
+            (out_dir / "process.criu.tgz").write_bytes(r.stdout)
+            pdata = ("process.criu.tgz",)
+            criu = {"version": has[1], "dump_s": tm["criu_dump_s"], "archive_bytes": len(r.stdout),
+                    "pids": pids}
+            state = f"warm: CRIU {has[1]} images of the process tree ({len(r.stdout)} B tar.gz)"
+        else:
+            err = r.stderr.decode("utf-8", "replace").strip()[-300:]
+            state = f"cold-start: CRIU dump failed in the guest: {err}"
     tm["total_s"] = round(time.monotonic() - t_all, 3)
 
     # ---- model
@@ -250,6 +278,7 @@ def capture_vm(g: Guest, out_dir: Path, config_paths: tuple[str, ...], cgroup: s
         name="rootfs.filesystem", kind=ComponentKind.FILESYSTEM, size_bytes=len(tar), role="app",
         attributes={"added": list(diff.added), "changed": list(diff.changed),
                     "deleted": list(diff.deleted), "sha256": dict(diff.hashes),
+                    "runtime_dirs": rundirs,
                     "baseline": g_files.BASELINE, "excluded": list(g_files.VOLATILE),
                     "format": "tar of added+changed regular files; deletions listed"},
         data=("fs.tar",)))
@@ -267,8 +296,10 @@ def capture_vm(g: Guest, out_dir: Path, config_paths: tuple[str, ...], cgroup: s
     mem_now = int(cgv.get("memory.current", "0").strip() or 0)
     peak = cgv.get("memory.peak", "").strip()
     comps.append(Component(
-        name="demo.process", kind=ComponentKind.PROCESS, size_bytes=0, role="app",
-        depends_on=tuple(c for c in ("rootfs.filesystem", "demo.config", "network", "sysctl")
+        name="demo.process", kind=ComponentKind.PROCESS, size_bytes=int(criu.get("archive_bytes", 0)),
+        role="app",
+        depends_on=tuple(c for c in ("rootfs.filesystem", "demo.config", "network", "sysctl",
+                                     *(CRIU_KMODS if pdata else ()))
                          if c in {x.name for x in comps}),
         resources=ResourceProfile(
             cpu_usage_cores=round(cpu_cores, 4), cpu_peak_cores=round(cpu_cores, 4),
@@ -276,12 +307,12 @@ def capture_vm(g: Guest, out_dir: Path, config_paths: tuple[str, ...], cgroup: s
             memory_peak_bytes=int(peak) if peak.isdigit() else mem_now,
             cpu_limit_cores=cpu_lim,
             memory_limit_bytes=int(mem_lim) if mem_lim.isdigit() else None),
-        attributes={"cmdline": cmdline, "cgroup": cgroup, "pids": pids,
+        data=pdata,
+        attributes={"cmdline": cmdline, "cgroup": cgroup, "pids": pids, "criu": criu,
                     "cgroup_limits": {k: cgv[k].strip() for k in ("cpu.max", "memory.max",
                                                                   "pids.max") if k in cgv},
                     "cpu_stat": cgv.get("cpu.stat", "").strip(),
-                    "memory_state": "cold-start: no CRIU in the guest image; the replacement "
-                                    "starts the service fresh from its captured command line"}))
+                    "memory_state": state}))
     labels = {"kind": "vm", "kernel_modules_note": mnote, "guest_cpus": facts.get("cpus", ""),
               "guest_mem_total_kb": facts.get("mem_total_kb", ""), **(vm_labels or {})}
     kernel = g.run("uname -r").check("capture: uname").text.strip()

@@ -49,6 +49,14 @@ class VmHostSpec:
     cgroup_limits: Mapping[str, str]  # cgroup v2 file -> value
 
 
+# The service: httpd, plus an in-memory counter written to /run/demo/count every 0.2 s (a warm
+# restore continues the count, a cold start begins again at 1; /run is not in the fs diff).
+SERVICE = """mkdir -p /run/demo
+httpd -f -p 10.78.0.2:8080 -h /srv/www -c /etc/demo/httpd.conf &
+n=0
+while true; do n=$((n + 1)); echo $n > /run/demo/count; sleep 0.2; done
+"""
+
 VM_HOST = VmHostSpec(
     name="vmhost",
     modules=(
@@ -60,6 +68,10 @@ VM_HOST = VmHostSpec(
         ModuleSpec("nf_conntrack", {"hashsize": "4096", "expect_hashsize": "1024",
                                     "acct": "Y", "tstamp": "Y"}),
         ModuleSpec("brd", {"rd_nr": "2", "rd_size": "8192", "max_part": "2"}),
+        ModuleSpec("nfnetlink"),
+        ModuleSpec("nf_tables"),  # CRIU's kernel-feature probe needs nftables over netlink
+        ModuleSpec("inet_diag"),  # CRIU reads the service's TCP sockets through sock_diag
+        ModuleSpec("tcp_diag"),
     ),
     address="10.78.0.2/24",
     routes=(("10.78.1.0/24", "10.78.0.1"),),
@@ -67,9 +79,10 @@ VM_HOST = VmHostSpec(
     config_files={
         "/etc/demo/httpd.conf": "A:127.0.0.1\nA:10.78.0.0/24\nD:*\n.txt:text/plain\n",
         "/etc/demo/app.conf": "greeting=hello from the persona vm host\nworkers=3\n",
+        "/etc/demo/service.sh": SERVICE,
     },
     state_files={"/var/lib/demo/state.txt": "orders=42\nlast=2026-11-28\n"},
-    service_cmd="httpd -f -p 10.78.0.2:8080 -h /srv/www -c /etc/demo/httpd.conf",
+    service_cmd="sh /etc/demo/service.sh",
     cgroup="demo",
     cgroup_limits={"cpu.max": "20000 100000", "memory.max": "67108864", "pids.max": "32"},
 )
@@ -85,11 +98,43 @@ def insmod_line(path: str, params: Mapping[str, str]) -> str:
     return f"insmod {path} {args}".rstrip()
 
 
-def start_in_cgroup(cgroup: str, limits: Mapping[str, str], cmd: str) -> str:
-    """Shell text: create the cgroup v2 group with ``limits``, start ``cmd`` inside it."""
+def make_cgroup(cgroup: str, limits: Mapping[str, str]) -> list[str]:
+    """Shell lines: create the cgroup v2 group ``cgroup`` with ``limits``."""
     lines = ["echo '+cpu +memory +pids' > /sys/fs/cgroup/cgroup.subtree_control",
              f"mkdir -p /sys/fs/cgroup/{cgroup}"]
-    lines += [f"echo '{v}' > /sys/fs/cgroup/{cgroup}/{k}" for k, v in limits.items()]
+    return lines + [f"echo '{v}' > /sys/fs/cgroup/{cgroup}/{k}" for k, v in limits.items()]
+
+
+CRIU_IMAGES = "/run/criu/img"
+# the root of the service's process tree: the cgroup member whose parent is not a member
+TREE_ROOT = ("root=$(for p in $(cat {procs}); do pp=$(cut -d' ' -f4 /proc/$p/stat); "
+             "grep -qx \"$pp\" {procs} || echo $p; done | head -1)")
+
+
+def criu_dump_script(cgroup: str) -> str:
+    """Dump the cgroup's process tree with the guest's CRIU, leave it running, tar.gz to stdout.
+    ``--network-lock skip``: the service's sockets are listening only (nothing to freeze)."""
+    procs = f"/sys/fs/cgroup/{cgroup}/cgroup.procs"
+    return "\n".join([
+        "set -e", TREE_ROOT.format(procs=procs), f"rm -rf {CRIU_IMAGES}", f"mkdir -p {CRIU_IMAGES}",
+        f"criu dump -t \"$root\" -D {CRIU_IMAGES} --leave-running --network-lock skip "
+        "-o /run/criu/dump.log -v2 || { tail -3 /run/criu/dump.log >&2; exit 1; }",
+        f"tar -czf - -C {CRIU_IMAGES} ."])
+
+
+def criu_restore_script(cgroup: str, limits: Mapping[str, str]) -> str:
+    """Restore the tree from the archive in ``$PERSONA_DATA`` into the (re-created) cgroup."""
+    return "\n".join([
+        "set -e", *make_cgroup(cgroup, limits), "rm -rf /run/criu/rst", "mkdir -p /run/criu/rst",
+        'tar -xzf "$PERSONA_DATA" -C /run/criu/rst',
+        "criu restore -D /run/criu/rst -d --network-lock skip -o /run/criu/restore.log -v2 "
+        "|| { tail -3 /run/criu/restore.log >&2; exit 1; }",
+        f"cat /sys/fs/cgroup/{cgroup}/cgroup.procs"])
+
+
+def start_in_cgroup(cgroup: str, limits: Mapping[str, str], cmd: str) -> str:
+    """Shell text: create the cgroup v2 group with ``limits``, start ``cmd`` inside it."""
+    lines = make_cgroup(cgroup, limits)
     lines.append(f"sh -c 'echo $$ > /sys/fs/cgroup/{cgroup}/cgroup.procs; exec setsid {cmd}' "
                  "</dev/null >/dev/null 2>&1 &")
     return "\n".join(lines)

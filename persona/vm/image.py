@@ -141,6 +141,7 @@ class Image:
     kernel_package: str
     modules: Mapping[str, str]  # name -> path inside the guest
     depends: Mapping[str, tuple[str, ...]]
+    criu: str  # CRIU version in the guest, "" when none
     build_s: float
     cached: bool
 
@@ -222,18 +223,54 @@ def _module_index(tree: Path) -> tuple[str, dict[str, Path]]:
     return rel.name, {module_name(p.name): p for p in rel.rglob("*.ko*")}
 
 
+CRIU_PREFIX = Path("/opt/persona-criu")  # the lab's CRIU 4.2 + its glibc (scripts/lab-install.sh)
+
+
+def parse_ld_list(text: str) -> list[str]:
+    """``ld.so --list`` output -> absolute paths of the libraries it resolved."""
+    out = []
+    for line in text.splitlines():
+        f = line.split()
+        if "=>" in f and len(f) > f.index("=>") + 1 and f[f.index("=>") + 1].startswith("/"):
+            out.append(f[f.index("=>") + 1])
+    return out
+
+
+def criu_files(prefix: Path = CRIU_PREFIX) -> tuple[str, dict[str, bytes]]:
+    """(version, {path in guest: bytes}) of the lab's CRIU with its loader and libraries, or
+    ("", {}) when the lab has not installed it (the guest then has no CRIU: cold starts)."""
+    lib = prefix / "usr/lib/x86_64-linux-gnu"
+    loader, binary = lib / "ld-linux-x86-64.so.2", prefix / "usr/sbin/criu"
+    if not (loader.exists() and binary.exists()):
+        return "", {}
+    libpath = f"{lib}:{prefix / 'lib/x86_64-linux-gnu'}"
+    try:
+        listed = _run([str(loader), "--library-path", libpath, "--list", str(binary)], "criu libs")
+        version = _run([str(loader), "--library-path", libpath, str(binary), "--version"],
+                       "criu --version").split()[1]
+    except (VmError, IndexError):
+        return "", {}
+    files = {str(p).lstrip("/"): Path(p).read_bytes()
+             for p in {*parse_ld_list(listed), str(loader), str(binary)}}
+    files["bin/criu"] = (f"#!/bin/sh\nexec {loader} --library-path {libpath} {binary} "
+                         '"$@"\n').encode()
+    return version, files
+
+
 def build_image(modules: Iterable[str], cache: Path = CACHE, kernel_package: str | None = None,
-                log: bool = False) -> Image:
-    """Build (or find in the cache) an image whose initramfs holds ``modules`` + dependencies."""
+                with_criu: bool = True) -> Image:
+    """Build (or find in the cache) an image whose initramfs holds ``modules`` + dependencies
+    (and the lab's CRIU, when installed and ``with_criu``)."""
     t0 = time.monotonic()
     wanted = sorted(set(modules))
     kpkg = kernel_package or resolve_kernel_package()
     ktree = fetch_package(kpkg, cache)
     btree = fetch_package(BUSYBOX_PKG, cache)
+    criu_version, criu = criu_files() if with_criu else ("", {})
     parts = {"kernel": (ktree / ".unpacked").read_text().strip(),
              "busybox": (btree / ".unpacked").read_text().strip(),
              "modules": ",".join(wanted), "init": guest.INIT, "agent": guest.AGENT,
-             "builder": BUILDER_VERSION}
+             "builder": BUILDER_VERSION, "criu": criu_version or "none"}
     out = cache / "images" / recipe_hash(parts)
     meta = out / "image.json"
     if meta.exists():
@@ -263,6 +300,13 @@ def build_image(modules: Iterable[str], cache: Path = CACHE, kernel_package: str
         "etc/passwd": (0o100644, b"root:x:0:0:root:/root:/bin/sh\n"),
         "etc/group": (0o100644, b"root:x:0:\n"),
     }
+    for path, data in criu.items():
+        files[path] = (0o100755, data)
+        parts_of = Path(path).parts
+        for i in range(1, len(parts_of)):
+            d = str(Path(*parts_of[:i]))
+            if d not in dirs:
+                dirs.append(d)
     paths: dict[str, str] = {}
     for m in order:
         rel = index[m].relative_to(ktree)
@@ -291,7 +335,7 @@ def build_image(modules: Iterable[str], cache: Path = CACHE, kernel_package: str
             shutil.copy2(kernels[0], tmp / "vmlinuz")
         (tmp / "image.json").write_text(json.dumps({
             "kernel_release": release, "kernel_package": parts["kernel"],
-            "busybox_package": parts["busybox"], "modules": paths,
+            "busybox_package": parts["busybox"], "modules": paths, "criu": criu_version,
             "depends": {m: list(depends[m]) for m in order},
             "initrd_bytes": (tmp / "initrd.img").stat().st_size,
             "kernel_bytes": (tmp / "vmlinuz").stat().st_size,
@@ -325,4 +369,5 @@ def _load(out: Path, build_s: float, cached: bool) -> Image:
                  kernel_release=meta["kernel_release"], kernel_package=meta["kernel_package"],
                  modules=dict(meta["modules"]),
                  depends={k: tuple(v) for k, v in meta["depends"].items()},
+                 criu=str(meta.get("criu", "")),
                  build_s=build_s, cached=cached)

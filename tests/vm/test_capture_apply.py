@@ -64,6 +64,7 @@ class FakeGuest:
     name: str = "fake"
     scripts: list[str] = field(default_factory=list)
     fail_on: str | None = None
+    criu: bool = False  # does the guest have CRIU (and does a dump succeed)?
 
     def run(self, script: str, timeout: float = 30.0, data: bytes = b"") -> Result:
         self.scripts.append(script)
@@ -88,6 +89,12 @@ class FakeGuest:
         if s.startswith("tar -cf - "):
             return tar_of({"/etc/demo/app.conf": CONF, "/init": b"y",
                            "/var/lib/demo/state.txt": STATE})
+        if s.startswith("command -v criu"):
+            return "/bin/criu\n4.2.1\n" if self.criu else ""
+        if "criu dump" in s:
+            return b"\x1f\x8b fake tar.gz of CRIU images"
+        if "criu restore" in s:
+            return "125\n128\n"
         if "usage_usec" in s:  # two (usage_usec, uptime) samples 1 s apart
             return "1000\n10.00\n251000\n11.00\n"
         if "nproc" in s:
@@ -97,7 +104,7 @@ class FakeGuest:
         if "cgroup.procs" in s and "printf" in s:
             return ("cpu.max\t20000 100000 \nmemory.max\t67108864 \npids.max\t32 \n"
                     "memory.current\t4096 \ncgroup.procs\t281 \n")
-        if s.startswith("tr '\\0'"):
+        if "/cmdline" in s:
             return "httpd -f -p 10.78.0.2:8080 -h /srv/www "
         if "sha256sum" in s:  # config write during apply
             return f"{sha(data)}  path\n"
@@ -203,3 +210,24 @@ def test_policy_plans_get_modules_resequenced_into_load_order(tmp_path: Path) ->
         s for s in p.steps if s.component != "network"]
     with pytest.raises(RestoreError, match="before its dependencies"):
         apply.resequence_modules(m, replace(p, steps=tuple(bad)))
+
+
+def test_process_memory_warm_with_guest_criu_cold_without(tmp_path: Path) -> None:
+    cold = capture.capture_vm(FakeGuest(), tmp_path / "c", (), "demo", ()).manifest
+    proc = cold.component("demo.process")
+    assert proc.attributes["memory_state"].startswith("cold-start: the guest image has no CRIU")
+    assert proc.data == () and proc.attributes["cmdline"].startswith("httpd")
+    warm = capture.capture_vm(FakeGuest(criu=True), tmp_path / "w", (), "demo", ())
+    wp = warm.manifest.component("demo.process")
+    assert wp.attributes["memory_state"].startswith("warm: CRIU 4.2.1")
+    assert wp.data == ("process.criu.tgz",) and wp.size_bytes == wp.attributes["criu"][
+        "archive_bytes"]
+    g = FakeGuest(name="replacement")
+    paths = {c.name.removeprefix("kmod."): "/x.ko" for c in warm.manifest.components
+             if c.kind == ComponentKind.KERNEL_MODULE}
+    step = apply.apply_vm(g, warm.manifest, warm.data_dir, paths).steps[-1]
+    assert step.action.startswith("warm: CRIU restore") and not any(
+        "setsid" in s for s in g.scripts)
+    g2 = FakeGuest(name="replacement", fail_on="criu restore")
+    step = apply.apply_vm(g2, warm.manifest, warm.data_dir, paths).steps[-1]
+    assert step.action.startswith("cold start in cgroup (CRIU restore failed")

@@ -77,9 +77,27 @@ def test_vm_persona_round_trip_loads_modules_in_captured_order(
     for (name, params), want in zip(loaded, spec.modules, strict=True):
         assert name == want.name and {k: params[k] for k in want.params} == dict(want.params)
 
+    count_before = int(orig.sh("cat /run/demo/count", "reading the counter"))
     cap = capture_spec(orig, spec, tmp_path / "original", {"test": "live"})
     assert apply.module_table(cap.manifest) == loaded
     trace = apply.apply_vm(repl, cap.manifest, cap.data_dir, vm_image.modules)
+    t_applied = time.monotonic()
+    proc = cap.manifest.component("demo.process")
+    if vm_image.criu:  # warm: the guest's CRIU moved the service's memory
+        assert proc.attributes["memory_state"].startswith("warm: CRIU"), proc.attributes
+        assert trace.steps[-1].action.startswith("warm: CRIU restore"), trace.steps[-1]
+        # the in-memory counter went on from where it was: a cold start begins again at 1 and
+        # ticks at most once per 0.2 s since its process step began
+        count_after = int(repl.sh(  # the restored loop rewrites the file after its sleep
+            "for i in $(seq 50); do [ -s /run/demo/count ] && break; sleep 0.1; done\n"
+            "cat /run/demo/count", "reading the counter"))
+        cold_bound = (trace.steps[-1].seconds + time.monotonic() - t_applied) / 0.2 + 2
+        assert count_after > count_before and count_after > cold_bound, (
+            count_before, count_after, cold_bound)
+        restored = repl.sh(f"cat /sys/fs/cgroup/{spec.cgroup}/cgroup.procs", "cgroup").split()
+        assert set(proc.attributes["criu"]["pids"][:2]) <= set(restored)  # same PIDs
+    else:
+        assert proc.attributes["memory_state"].startswith("cold-start"), proc.attributes
 
     # the replacement's kernel, read directly: same modules, same order, same parameters
     assert _modules_of(repl) == loaded
@@ -92,7 +110,9 @@ def test_vm_persona_round_trip_loads_modules_in_captured_order(
             "reloading brd")
     diffs = apply.compare(cap.manifest, capture_spec(repl, spec, tmp_path / "control", {}).manifest)
     assert "kmod.brd parameter rd_nr: original '2', replacement '3'" in diffs
+    assert any(d.startswith("kernel module load order:") for d in diffs)  # brd is now last
     elapsed = time.monotonic() - t0
     print(f"\nboot {orig.boot_s:.1f}/{repl.boot_s:.1f} s, apply {trace.total_s:.2f} s "
-          f"(modules {trace.seconds('kernel_module'):.2f} s), total {elapsed:.1f} s")
+          f"(modules {trace.seconds('kernel_module'):.2f} s, process "
+          f"{trace.seconds('process'):.2f} s), total {elapsed:.1f} s; {proc.attributes['memory_state']}")
     assert elapsed < BUDGET_S

@@ -53,6 +53,9 @@ def roundtrip_cmd(out: Path | None, accel: str, memory_mb: int, json_out: Path |
     click.echo("replacement /proc/modules after apply:")
     for line in rt.proc_modules_after.splitlines():
         click.echo(f"  {line}")
+    proc = rt.original.component("demo.process")
+    click.echo(f"process memory: {proc.attributes.get('memory_state')}")
+    click.echo(f"replacement process step: {rt.trace.steps[-1].action}")
     click.echo("timings: " + ", ".join(f"{k}={v}" for k, v in rt.timings.items()))
     click.echo(f"captures in {rt.out_dir}")
     if json_out:

@@ -343,9 +343,11 @@ def build_image(modules: Iterable[str], cache: Path = CACHE, kernel_package: str
                                                                           "agent": "..."},
         }, indent=2) + "\n")
         out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        try:
+            tmp.rename(out)
+        except OSError:  # another process published the same recipe first: use theirs
+            if not (out / "image.json").exists():
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -149,9 +149,9 @@ def diff_fields(
     out = []
     for (group, key), (n, raw, noise, example) in sorted(stats.items()):
         r, z = raw / n, noise / n
-        if drift_scale > 1.0 and noise < n:
-            # extrapolating a rate: from its one-sided 95 % upper bound (Clopper-Pearson), so
-            # that a drift too slow to show in the sample (0 of n) is not taken for zero
+        if drift_scale > 1.0 and 0 < noise < n:
+            # extrapolating an observed drift rate: from its one-sided 95 % upper bound
+            # (Clopper-Pearson). A field that never changed between the replays stays exact.
             z_ub = float(beta_dist.ppf(0.95, noise + 1, n - noise))
             z = 1.0 - (1.0 - z_ub) ** drift_scale
         sig = r > z * (1 + relative) and (r - z) > absolute

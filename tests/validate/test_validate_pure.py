@@ -309,3 +309,14 @@ def test_engine_dns_listener_is_not_part_of_the_table() -> None:
     a, b = conntable.normalise(dns(40001)), conntable.normalise(dns(35555))
     assert conntable.compare(a, b) == []
     assert a["listen"] == [["127.0.0.1", 6379]]
+
+
+def test_drift_extrapolation_leaves_stable_fields_exact() -> None:
+    """A field compared once that never changed must still flag a change however late."""
+    c = [{"method": "GET", "path": "/introspect", "group": "api", "fields": ""}]
+    a = b = [{"status": 200, "pool": 4}]
+    cand = [{"status": 200, "pool": 1}]
+    (d,) = [
+        x for x in corpus.diff_fields(c, a, b, cand, drift_scale=10.0) if x.field.endswith("pool")
+    ]
+    assert d.significant

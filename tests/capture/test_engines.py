@@ -82,3 +82,79 @@ def test_kdat_cache_kept_for_the_same_boot(tmp_path: Path) -> None:
     (tmp_path / "persona-criu-kdat.bootid").write_text(boot + "\n")
     assert "present for this boot" in criu_cache.ensure_kdat_cache(tmp_path)
     assert (tmp_path / "criu.kdat").read_bytes() == b"x" * 16
+
+
+FAKE_RUNC = """#!/bin/sh
+# stands in for runc+CRIU: runs CRIU's pre-dump action script from CRIU_CONFIG_FILE, then
+# writes an image and a dump.log like CRIU's
+while [ $# -gt 0 ]; do
+  case "$1" in --image-path) img=$2; shift;; --work-path) work=$2; shift;; esac; shift
+done
+script=$(sed -n 's/^action-script //p' "$CRIU_CONFIG_FILE")
+grep -qx 'network-lock skip' "$CRIU_CONFIG_FILE" || { echo "no network-lock skip" >&2; exit 3; }
+printf '(00.000100) Running pre-dump scripts\\n' > "$work/dump.log"
+CRTOOLS_SCRIPT_ACTION=pre-dump CRTOOLS_INIT_PID=4242 "$script" || { echo "pre-dump script failed" >&2; exit 1; }
+printf 'x' > "$img/pages-1.img"
+printf '(00.002000) Seized task 1\\n(00.003000) Dumping finished successfully\\n' >> "$work/dump.log"
+"""
+
+
+class PidClient(FakeClient):
+    def inspect_container(self, cid: str) -> dict[str, object]:
+        return {"State": {"Status": "running", "Paused": False, "Pid": 4242}}
+
+
+def gated_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    import os
+
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "runc").write_text(FAKE_RUNC)
+    (bin_ / "runc").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_}:{os.environ['PATH']}")
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    return gate
+
+
+def test_gated_dump_waits_at_the_gate_until_released(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from persona.capture.docker_engine import CRIU_LOG_NAME, GatedEngine
+
+    gate = gated_engine(tmp_path, monkeypatch)
+    eng = GatedEngine(PidClient(["a"]))
+    eng.open_gate(gate)
+    d = eng.start_checkpoint("a", "c1", str(tmp_path / "ck"))
+    deadline = time.monotonic() + 10
+    while not d.ready():
+        assert time.monotonic() < deadline, "never reached the gate"
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert d.proc.poll() is None, "the dump did not wait at the gate"
+    assert not (tmp_path / "ck" / "c1" / "pages-1.img").exists()
+    d.release(True)
+    d.wait()
+    assert (tmp_path / "ck" / "c1" / "pages-1.img").read_text() == "x"
+    assert "Dumping finished" in (tmp_path / "ck" / "c1" / CRIU_LOG_NAME).read_text()
+
+
+def test_gated_dump_aborted_at_the_gate_fails_untouched(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from persona.capture.docker_engine import GatedEngine
+
+    gate = gated_engine(tmp_path, monkeypatch)
+    eng = GatedEngine(PidClient(["a"]))
+    eng.open_gate(gate)
+    d = eng.start_checkpoint("a", "c1", str(tmp_path / "ck"))
+    deadline = time.monotonic() + 10
+    while not d.ready():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    d.release(False)
+    with pytest.raises(CaptureError, match="pre-dump script failed"):
+        d.wait()
+    assert not (tmp_path / "ck" / "c1" / "pages-1.img").exists()

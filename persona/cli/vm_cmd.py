@@ -41,12 +41,16 @@ def build(as_json: bool) -> None:
 @click.option("--memory", "memory_mb", type=int, default=256, show_default=True)
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Write the timings, module table and apply steps here.")
-def roundtrip_cmd(out: Path | None, accel: str, memory_mb: int, json_out: Path | None) -> None:
+@click.option("--no-criu", is_flag=True,
+              help="Image without CRIU: the service is a (reported) cold start.")
+def roundtrip_cmd(out: Path | None, accel: str, memory_mb: int, json_out: Path | None,
+                  no_criu: bool) -> None:
     """Boot original + replacement, capture the original (modules included), apply it to the
     replacement in plan order, capture the replacement and compare. Exit 1 on a difference."""
     from persona.vm import image, provision
     image.ensure_qemu()
-    rt = provision.roundtrip(out, accel=accel, memory_mb=memory_mb, log=click.echo)
+    rt = provision.roundtrip(out, accel=accel, memory_mb=memory_mb, log=click.echo,
+                             with_criu=not no_criu)
     click.echo("kernel modules (load order, parameters):")
     for name, params in provision.vm_apply.module_table(rt.original):
         click.echo(f"  {name:16} {' '.join(f'{k}={v}' for k, v in params.items())}")

@@ -231,8 +231,8 @@ def capture_vm(g: Guest, out_dir: Path, config_paths: tuple[str, ...], cgroup: s
     pdata: tuple[str, ...] = ()
     has = g.run("command -v criu && criu --version | sed -n 's/^Version: //p'").text.split()
     if len(has) < 2:
-        state = ("cold-start: the guest image has no CRIU (the lab's CRIU 4.2 was not installed "
-                 "when the image was built); the replacement starts the service fresh")
+        state = ("cold-start: the guest image has no CRIU (built without it, or the lab's CRIU 4.2 was "
+                 "missing at build time); the replacement starts the service fresh")
     else:
         t = time.monotonic()
         r = g.run(criu_dump_script(cgroup), 120)

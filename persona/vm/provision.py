@@ -87,13 +87,13 @@ def capture_spec(g: vm_host.Guest, spec: vm_host.VmHostSpec, out: Path,
 
 def roundtrip(out_dir: Path | None = None, spec: vm_host.VmHostSpec = vm_host.VM_HOST,
               accel: str = "auto", memory_mb: int = 256,
-              log: Any = None) -> RoundTrip:
+              log: Any = None, with_criu: bool = True) -> RoundTrip:
     """Boot original + replacement, set up the original, capture it, apply to the replacement,
     capture the replacement, compare. Every guest is removed before returning."""
     say = log or (lambda s: None)
     tm: dict[str, float] = {}
     t0 = time.monotonic()
-    image = build_image(vm_host.module_names(spec))
+    image = build_image(vm_host.module_names(spec), with_criu=with_criu)
     tm["image_s"] = round(time.monotonic() - t0, 2)
     say(f"image {image.dir} ({'cached' if image.cached else 'built'}, {tm['image_s']} s)")
     acc, why = choose_accel(image, accel)

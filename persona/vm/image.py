@@ -187,6 +187,18 @@ def resolve_kernel_package() -> str:
     raise VmError(f"apt knows no {KERNEL_META}; run `apt-get update` (Debian sources needed)")
 
 
+def _kernel_package_or_cached(cache: Path) -> str:
+    """apt's current cloud kernel; if apt cannot say (no lists, offline), the newest one
+    already in the cache."""
+    try:
+        return resolve_kernel_package()
+    except VmError:
+        have = sorted((cache / "debs").glob("linux-image-*-cloud-amd64_*.deb"))
+        if not have:
+            raise
+        return have[-1].name.split("_")[0]
+
+
 def fetch_package(pkg: str, cache: Path = CACHE) -> Path:
     """``apt-get download`` into ``cache/debs`` once; ``dpkg -x`` into ``cache/pkgs/<pkg>``."""
     debs = cache / "debs"
@@ -263,7 +275,7 @@ def build_image(modules: Iterable[str], cache: Path = CACHE, kernel_package: str
     (and the lab's CRIU, when installed and ``with_criu``)."""
     t0 = time.monotonic()
     wanted = sorted(set(modules))
-    kpkg = kernel_package or resolve_kernel_package()
+    kpkg = kernel_package or _kernel_package_or_cached(cache)
     ktree = fetch_package(kpkg, cache)
     btree = fetch_package(BUSYBOX_PKG, cache)
     criu_version, criu = criu_files() if with_criu else ("", {})

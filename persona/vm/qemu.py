@@ -71,6 +71,7 @@ class Vm:
     _next: int = 1
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _keep_workdir: bool = False
+    _t0: float = 0.0
 
     @property
     def name(self) -> str:
@@ -79,6 +80,14 @@ class Vm:
     # ---- lifecycle
     @classmethod
     def boot(cls, image: Image, cfg: VmConfig, workdir: Path | None = None) -> Vm:
+        """Start QEMU and wait for the guest agent (or raise VmError, guest removed)."""
+        vm = cls.start(image, cfg, workdir)
+        vm.wait_ready()
+        return vm
+
+    @classmethod
+    def start(cls, image: Image, cfg: VmConfig, workdir: Path | None = None) -> Vm:
+        """Start QEMU (call from a long-lived thread: QEMU is killed when it ends)."""
         wd = workdir or Path(tempfile.mkdtemp(prefix=f"persona-vm-{cfg.name}-"))
         if shutil.which(QEMU) is None:
             raise VmError(f"{QEMU} not found: apt-get install qemu-system-x86 "
@@ -87,21 +96,34 @@ class Vm:
         log = (wd / "qemu.log").open("wb")
         try:
             proc = subprocess.Popen(qemu_argv(image, cfg, wd), stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT)
+                                    stdout=log, stderr=subprocess.STDOUT,
+                                    preexec_fn=_die_with_parent)
         except OSError as e:
             raise VmError(f"cannot start {QEMU}: {e}") from e
         finally:
             log.close()
-        vm = cls(cfg=cfg, workdir=wd, proc=proc, _keep_workdir=workdir is not None)
+        return cls(cfg=cfg, workdir=wd, proc=proc, _keep_workdir=workdir is not None, _t0=t0)
+
+    def connect(self) -> None:
+        """Connect to the agent socket. Do it right after start: QEMU drops what the guest
+        writes while no client is connected (the agent's READY line included)."""
         try:
-            vm._connect(t0 + cfg.boot_timeout_s)
-            ready = vm._wait_ready(t0 + cfg.boot_timeout_s)
+            self._connect(self._t0 + self.cfg.boot_timeout_s)
         except BaseException:
-            vm.close()
+            self.close()
             raise
-        vm.boot_s = time.monotonic() - t0
-        vm.guest_uptime_s, vm.boot_id = ready.uptime_s, ready.boot_id
-        return vm
+
+    def wait_ready(self) -> None:
+        deadline = self._t0 + self.cfg.boot_timeout_s
+        try:
+            if self.sock is None:
+                self._connect(deadline)
+            ready = self._wait_ready(deadline)
+        except BaseException:
+            self.close()
+            raise
+        self.boot_s = time.monotonic() - self._t0
+        self.guest_uptime_s, self.boot_id = ready.uptime_s, ready.boot_id
 
     def _connect(self, deadline: float) -> None:
         path = self.workdir / "agent.sock"
@@ -219,6 +241,15 @@ class Vm:
                  timeout, data).check(f"writing {path}")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the Python process that started QEMU dies, so a
+    killed test or CLI never leaves a guest running."""
+    import ctypes
+    import signal
+    with contextlib.suppress(OSError):  # PR_SET_PDEATHSIG: the starting *thread* counts
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
 def _q(s: str) -> str:
     return "'" + s.replace("'", "'\\''") + "'"
 
@@ -274,24 +305,18 @@ def _qemu_version() -> str:
 
 
 def boot_many(image: Image, cfgs: Sequence[VmConfig]) -> list[Vm]:
-    """Boot guests in parallel (each boot is mostly single-threaded TCG work)."""
-    out: list[Vm | None] = [None] * len(cfgs)
-    errs: list[BaseException] = []
-
-    def one(i: int) -> None:
-        try:
-            out[i] = Vm.boot(image, cfgs[i])
-        except BaseException as e:  # collected and re-raised below
-            errs.append(e)
-
-    ts = [threading.Thread(target=one, args=(i,)) for i in range(len(cfgs))]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    vms = [v for v in out if v is not None]
-    if errs:
+    """Boot guests in parallel: start every QEMU from this thread, then wait for each agent.
+    On any failure every guest started here is removed."""
+    vms: list[Vm] = []
+    try:
+        for c in cfgs:
+            vms.append(Vm.start(image, c))
+        for v in vms:
+            v.connect()
+        for v in vms:
+            v.wait_ready()
+    except BaseException:
         for v in vms:
             v.close()
-        raise errs[0]
+        raise
     return vms

@@ -198,6 +198,10 @@ def compare(orig: PersonaManifest, repl: PersonaManifest) -> list[str]:
               ("rootfs.filesystem", "changed"), ("rootfs.filesystem", "deleted"),
               ("rootfs.filesystem", "sha256"), ("rootfs.filesystem", "runtime_dirs"), ("demo.config", "files"),
               ("demo.process", "cmdline"), ("demo.process", "cgroup_limits")]
+    for label in ("guest_cpus", "guest_mem_total_kb"):  # the replacement's size
+        la, lb = orig.host.labels.get(label), repl.host.labels.get(label)
+        if la != lb:
+            out.append(f"host {label}: original {la!r}, replacement {lb!r}")
     for comp, key in checks:
         va, vb = attr(orig, comp, key), attr(repl, comp, key)
         if va != vb:

@@ -43,6 +43,15 @@ class QemuProvisioner:
         self.vms += vms
         return vms
 
+    def provision_for(self, m: PersonaManifest, name: str) -> Vm:
+        """A replacement sized as the captured guest (labels vm_memory_mb / vm_cpus)."""
+        try:
+            mem = int(m.host.labels.get("vm_memory_mb", "256"))
+            cpus = int(m.host.labels.get("vm_cpus", "1"))
+        except ValueError as e:
+            raise VmError(f"manifest of {m.host.name}: bad VM size label: {e}") from e
+        return self.provision([name], mem, cpus)[0]
+
     def remove(self, vm: Vm) -> None:
         vm.close()
         if vm in self.vms:

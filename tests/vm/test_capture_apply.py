@@ -179,6 +179,10 @@ def test_compare_finds_order_and_parameter_differences(tmp_path: Path) -> None:
                                                                      "acct": "Y"}})
     diffs = apply.compare(m, m.with_components(comps))
     assert "kmod.nf_conntrack parameter hashsize: original '4096', replacement '2048'" in diffs
+    small = replace(m, host=replace(m.host, labels={**m.host.labels,
+                                                    "guest_mem_total_kb": "100000"}))
+    assert apply.compare(m, small) == [
+        "host guest_mem_total_kb: original '236000', replacement '100000'"]
 
 
 def test_pure_parsers() -> None:

@@ -18,7 +18,7 @@ import numpy as np
 from agents.baselines import POLICIES
 from agents.evaluate import EvalResult, evaluate, format_table
 from agents.report import new_run_dir, write_results
-from envs.restore_env import DEFAULT_SCENARIO
+from envs.restore_env import DEFAULT_MAX_COMPONENTS, DEFAULT_SCENARIO
 from persona.model import atomic_write_text
 from persona.stats import paired_ratio_ci
 
@@ -43,7 +43,7 @@ def learned_policy(run: Path, policy: Path | None, train_timesteps: int | None) 
     cfg = with_overrides(load_config(DEFAULT_CONFIG), timesteps=train_timesteps)
     click.echo(f"  training {cfg.name} for {train_timesteps} steps")
     res = train(cfg, out=run / "train", progress=True)
-    out, _ = export_run(res.run_dir, run / "policy" / "learned.onnx")
+    out, _ = export_run(res.run_dir, run / "policy" / "learned.onnx", DEFAULT_MAX_COMPONENTS)
     return out
 
 

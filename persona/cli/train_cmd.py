@@ -32,6 +32,20 @@ import click
     default=None,
     help="Continue a run: its folder (latest checkpoint) or a checkpoint .zip.",
 )
+@click.option(
+    "--export",
+    "export_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also export the final model to this FILE.onnx (+ FILE.json), as `persona export`.",
+)
+@click.option(
+    "--export-max-components",
+    type=click.IntRange(min=2),
+    default=24,
+    show_default=True,
+    help="Padding size of the exported policy (with --export).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs and CI).")
 def train_cmd(
     config_path: str | None,
@@ -39,6 +53,8 @@ def train_cmd(
     timesteps: int | None,
     out: str,
     resume: str | None,
+    export_path: str | None,
+    export_max_components: int,
     no_progress: bool,
 ) -> None:
     """Train a restore policy; writes config, TensorBoard/CSV logs, checkpoints, final model."""
@@ -65,3 +81,8 @@ def train_cmd(
         f"{res.timesteps} steps in {res.wall_s:.0f} s ({res.steps_per_s:.0f} env steps/s); "
         f"eval TTR {res.eval_ttr:.1f} s (best {res.best_eval_ttr:.1f} s)"
     )
+    if export_path is not None:
+        from agents.export import export_run
+
+        onnx_path, side = export_run(res.run_dir, export_path, export_max_components)
+        click.echo(f"wrote {onnx_path} and {side}")

@@ -133,10 +133,16 @@ def test_cli_train_and_export(make_tiny_config, tmp_path: Path) -> None:
             "--out",
             str(tmp_path / "runs"),
             "--no-progress",
+            "--export",
+            str(tmp_path / "direct.onnx"),
+            "--export-max-components",
+            "12",
         ],
     )
     assert r.exit_code == 0, r.output
     assert "env steps/s" in r.output
+    direct = json.loads((tmp_path / "direct.json").read_text())
+    assert direct["observation"]["max_components"] == 12
     (run,) = (tmp_path / "runs").iterdir()
     assert run.name.startswith("tiny__9__")
     r = CliRunner().invoke(cli, ["export", "--run", str(run), "--out", str(tmp_path / "p.onnx")])

@@ -4,9 +4,9 @@ method, side by side in one run (method order rotated per repetition).
 Methods: ``cold-start`` (containers from their images, state rebuilt by the apps),
 ``captured-order`` (every component in captured order), ``critical-path`` (the heuristic),
 ``policy`` (an exported ONNX policy through persona.restorer; skipped, and said so, when no
-policy file exists). Each repetition brings up a fresh demo-shaped host on its own name and IP,
-records the validation baseline from it, and before every method captures a fresh persona of
-whatever currently runs (as continuous capture would). Adaptive updates are off, so one
+policy file exists). Each repetition brings up a fresh demo-shaped host on its own name and IP;
+before every method it records the validation baseline from whatever currently runs and
+captures a fresh persona of it (as continuous capture would). Adaptive updates are off, so one
 method's outcome never changes another's plan.
 """
 
@@ -153,9 +153,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             for s in spec.demo_specs(host, ip=cfg.ip, with_load=False):
                 ids[s.name] = demo.create_and_start(client, s, ids.get(s.netns_of or ""))
             demo.wait_ready(client, host, 60)
-            baseline = live.record(client, host, cfg.ip, cfg.seed, cfg.validate_budget_s)
             order = methods[r % len(methods) :] + methods[: r % len(methods)]
             for m in order:
+                # the baseline is the host as it is right before this failure: the previous
+                # method's replacement (a cold start's lost data is the new normal, not a fault)
+                baseline = live.record(client, host, cfg.ip, cfg.seed, cfg.validate_budget_s)
                 capture_version(client, host, store)
                 source = StoreSource(store)
                 source.write_meta(host, live.BASELINE_META, baseline.to_dict())

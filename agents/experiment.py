@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from agents.report import new_run_dir
 from persona.errors import ConfigError
 from persona.model import atomic_write_text
 from persona.stats import mean_ci, paired_ratio_ci
@@ -397,21 +398,11 @@ def write_report(
     return summary
 
 
-def new_results_dir(root: str | Path, name: str) -> Path:
-    base = Path(root) / f"{name}__{time.strftime('%Y%m%d-%H%M%S')}"
-    d, k = base, 1
-    while d.exists():
-        k += 1
-        d = Path(f"{base}-{k}")
-    d.mkdir(parents=True)
-    return d
-
-
 def run_experiment(
     cfg: ExperimentConfig, out: str | Path = "results", use_ray: bool = True
 ) -> Path:
     """Run the grid and write a results folder; returns it."""
-    d = new_results_dir(out, cfg.name)
+    d = new_run_dir(out, cfg.name)
     atomic_write_text(d / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     t0 = time.perf_counter()
     rows = run_grid(cfg, use_ray=use_ray)

@@ -45,6 +45,7 @@ from agents.baselines import PolicyContext
 from agents.evaluate import EpisodeResult, run_episode
 from agents.extractor import GraphPolicy
 from agents.masks import SafeAllocation, safe_mask
+from agents.report import new_run_dir
 from envs.restore_env import DEFAULT_MAX_COMPONENTS, DEFAULT_SCENARIO, RestoreEnv
 from persona.errors import ConfigError
 from persona.model import atomic_write_text
@@ -355,16 +356,6 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def new_train_dir(out: str | Path, name: str, seed: int) -> Path:
-    base = Path(out) / f"{name}__{seed}__{time.strftime('%Y%m%d-%H%M%S')}"
-    d, k = base, 1
-    while d.exists():
-        k += 1
-        d = Path(f"{base}-{k}")
-    d.mkdir(parents=True)
-    return d
-
-
 def _provenance() -> dict[str, Any]:
     import gymnasium
     import sb3_contrib
@@ -437,7 +428,7 @@ def train(
         if not ckpt.exists() or not (run_dir / "config.yaml").exists():
             raise ConfigError(f"cannot resume from {resume}: need a run folder or its checkpoint")
     else:
-        run_dir = new_train_dir(out, cfg.name, cfg.seed)
+        run_dir = new_run_dir(out, f"{cfg.name}__{cfg.seed}")
         resolved = {**cfg.to_dict(), "provenance": _provenance()}
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     env = make_vec_env(cfg)

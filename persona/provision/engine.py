@@ -24,6 +24,7 @@ from persona.lab.spec import ContainerSpec
 CONTAINERS_ROOT = Path("/var/lib/docker/containers")
 # containerd's shim bundle: runc's CRIU work dir (stats-restore, restore.log) lives here
 TASK_ROOT = Path("/var/lib/docker/containerd/daemon/io.containerd.runtime.v2.task/moby")
+RUN_TASK_ROOT = Path("/var/run/docker/containerd/daemon/io.containerd.runtime.v2.task/moby")
 LOCK_RULE = ("INPUT", "-i", "lo", "-j", "DROP")
 
 
@@ -54,6 +55,18 @@ def _run(cmd: list[str], what: str) -> str:
     if res.returncode != 0:
         raise RestoreError(f"{what} failed: {res.stderr.strip()[-400:]}")
     return res.stdout
+
+
+def criu_log_errors(paths: list[Path], keep: int = 6) -> str:
+    """The last ``keep`` error lines of the first CRIU log that exists ('' if none)."""
+    for p in paths:
+        try:
+            lines = p.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        errs = [ln.strip() for ln in lines if "Error" in ln or "error" in ln]
+        return " | ".join(errs[-keep:])
+    return ""
 
 
 def read_restore_stats(directory: Path) -> dict[str, Any]:
@@ -178,7 +191,17 @@ class DockerProvisioner:
         try:
             lab_engine.start_from_checkpoint(self.client, cid, name)
         except LabError as e:
-            raise RestoreError(f"CRIU restore of {cid[:12]} failed: {e}") from e
+            # the runtime deletes its work dir with the container on rollback: keep CRIU's
+            # own reason in the error (the trace records it)
+            why = criu_log_errors(
+                [
+                    RUN_TASK_ROOT / cid / "work" / "restore.log",
+                    TASK_ROOT / cid / "work" / "restore.log",
+                ]
+            )
+            raise RestoreError(
+                f"CRIU restore of {cid[:12]} failed: {e}" + (f"; CRIU log: {why}" if why else "")
+            ) from e
         stats = read_restore_stats(TASK_ROOT / cid)
         stats["images_bytes"] = sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
         return stats

@@ -253,3 +253,17 @@ def test_config_files_keep_their_captured_mtime_and_mode(tmp_path: Path) -> None
         1_700_000_000_123_456_789,
         0o640,
     )
+
+
+def test_criu_log_errors_keeps_the_reason(tmp_path: Path) -> None:
+    from persona.provision.engine import criu_log_errors
+
+    log = tmp_path / "restore.log"
+    log.write_text(
+        "(00.000001) Version: 4.2.1\n"
+        "(00.001000) Error (criu/cr-restore.c:1480): 7 killed by signal 9\n"
+        "(00.002000) Error (criu/cr-restore.c:2500): Restoring FAILED.\n"
+    )
+    why = criu_log_errors([tmp_path / "missing.log", log])
+    assert "killed by signal 9" in why and "Restoring FAILED" in why
+    assert criu_log_errors([tmp_path / "missing.log"]) == ""

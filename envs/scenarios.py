@@ -17,6 +17,7 @@ learn this structure from experience; the heuristics do not see it.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -29,7 +30,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 import yaml
 
-from envs.sim.params import MB, HostSpec, Scenario, SoftDependency
+from envs.sim.params import MB, HostSpec, KindModel, Scenario, SoftDependency
 from persona.errors import ManifestError, ScenarioError
 from persona.model import (
     Component,
@@ -42,6 +43,10 @@ from persona.model import (
 )
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "configs" / "scenarios"
+# Step durations of a VM replacement host, fitted to measured `persona vm roundtrip` runs by
+# `python -m experiments.calibrate_vm` (see configs/sim/vm-roundtrips/).
+VM_KIND_MODELS = Path(__file__).resolve().parent.parent / "configs" / "sim" / "vm-host.yaml"
+HOST_FLAVOURS = ("container", "vm")
 
 # (process role, role it needs) -> probability that restoring it first fails.
 SOFT_RULES: dict[tuple[str, str], float] = {
@@ -381,16 +386,29 @@ def generate(family: str, n: int, rng: np.random.Generator | Draws) -> Scenario:
     )
 
 
+def vm_flavour(sc: Scenario, kind_models: dict[ComponentKind, KindModel]) -> Scenario:
+    """The same persona restored onto a VM: measured VM step durations, and one restore at a
+    time (every step goes through the guest's one agent channel)."""
+    return replace(
+        sc,
+        name=sc.name + "@vm",
+        kind_models=kind_models,
+        host=replace(sc.host, slots=1),
+    )
+
+
 @dataclass(frozen=True)
 class GeneratorSource:
     family: str  # a FAMILIES key or "mixed"
     components: tuple[int, int]  # inclusive range
+    host: str = "container"  # or "vm"
 
     @property
     def name(self) -> str:
         lo, hi = self.components
         n = str(lo) if lo == hi else f"{lo}-{hi}"
-        return f"generator://{self.family}-v0?components={n}"
+        flavour = "" if self.host == "container" else f"&host={self.host}"
+        return f"generator://{self.family}-v0?components={n}{flavour}"
 
     @property
     def max_components(self) -> int:
@@ -400,7 +418,8 @@ class GeneratorSource:
         d = Draws(rng)
         family = d.pick(MIXED) if self.family == "mixed" else self.family
         lo, hi = self.components
-        return generate(family, d.integer(lo, hi), d)
+        sc = generate(family, d.integer(lo, hi), d)
+        return vm_flavour(sc, _vm_kind_models()) if self.host == "vm" else sc
 
 
 # ---------------------------------------------------------------------------------------
@@ -517,11 +536,14 @@ def resolve(uri: str | ScenarioSource | Scenario) -> ScenarioSource:
             )
         family = m["family"]
         q = parse_qs(u.query)
-        bad = sorted(set(q) - {"components"})
+        bad = sorted(set(q) - {"components", "host"})
         if bad:
             raise ScenarioError(
-                f"unknown parameter {bad[0]!r} in {uri!r}; only 'components' is supported"
+                f"unknown parameter {bad[0]!r} in {uri!r}; use 'components' and 'host'"
             )
+        host = q.get("host", ["container"])[-1]
+        if host not in HOST_FLAVOURS:
+            raise ScenarioError(f"host={host!r} in {uri!r}: use one of {', '.join(HOST_FLAVOURS)}")
         lo, hi = FAMILIES[family].default_components if family != "mixed" else (5, 16)
         if "components" in q:
             raw = q["components"][-1]
@@ -532,7 +554,9 @@ def resolve(uri: str | ScenarioSource | Scenario) -> ScenarioSource:
             hi = int(mm[2]) if mm[2] else lo
             if lo < 2 or hi < lo:
                 raise ScenarioError(f"components={raw!r} in {uri!r}: need 2 <= A <= B")
-        return GeneratorSource(family, (lo, hi))
+        if host == "vm":
+            _vm_kind_models()  # fail now, not at the first episode, if the calibration is missing
+        return GeneratorSource(family, (lo, hi), host)
     if uri.startswith("scenario://"):
         name = uri[len("scenario://") :]
         path = SCENARIO_DIR / f"{name}.yaml"
@@ -549,6 +573,13 @@ def resolve(uri: str | ScenarioSource | Scenario) -> ScenarioSource:
         f"cannot read scenario {uri!r}: use generator://<family>-v0?components=N, "
         "scenario://<name> or a path to a .yaml/.json file"
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _vm_kind_models() -> dict[ComponentKind, KindModel]:
+    from envs.calibration import load_kind_models
+
+    return load_kind_models(VM_KIND_MODELS)
 
 
 def list_scenarios() -> list[str]:

@@ -129,6 +129,8 @@ class Scenario:
     demand_mu: dict[str, float] = field(default_factory=dict)
     demand_sigma: dict[str, float] = field(default_factory=dict)
     family: str = "custom"
+    # step-duration models of this kind of host (e.g. a VM), overriding SimConfig's per kind
+    kind_models: dict[ComponentKind, KindModel] | None = None
 
     def __post_init__(self) -> None:
         names = set(self.manifest.names)
@@ -234,7 +236,7 @@ def compile_episode(
     for i, c in enumerate(comps):
         for dep in c.depends_on:
             parents[i, idx[dep]] = True
-        m = config.kind_models[c.kind]
+        m = (scenario.kind_models or {}).get(c.kind) or config.kind_models[c.kind]
         size = c.size_bytes / MB
         use_i = peak_i = 0.0
         if c.is_process:

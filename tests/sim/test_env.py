@@ -19,6 +19,7 @@ SCENARIOS = [
     "generator://db-heavy-v0",
     "generator://microservices-v0?components=20",
     "generator://random-dag-v0?components=3-9",
+    "generator://mixed-v0?components=5-9&host=vm",
     "scenario://lab-demo",
     "scenario://postgres-primary",
 ]

@@ -61,9 +61,10 @@ import numpy as np
 from gymnasium import spaces
 
 from envs import layout
+from envs.backends import RestoreBackend, SimBackend
 from envs.scenarios import ScenarioSource, resolve
 from envs.sim import core
-from envs.sim.params import EpisodeParams, Scenario, SimConfig, compile_episode
+from envs.sim.params import EpisodeParams, Scenario, SimConfig
 from persona.errors import ScenarioError
 
 DEFAULT_SCENARIO = "generator://mixed-v0?components=5-16"
@@ -110,6 +111,7 @@ class RestoreEnv(gym.Env[dict[str, Any], np.int64]):
             }
         )
         self.action_space = spaces.Discrete(self.n_max * L + 1)
+        self.session: RestoreBackend = SimBackend(self.source, self.config, self.n_max)
         self.params: EpisodeParams | None = None
         self.state: core.SimState | None = None
         self._static: layout.StaticObs | None = None
@@ -119,29 +121,22 @@ class RestoreEnv(gym.Env[dict[str, Any], np.int64]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        scenario = self.source.sample(self.np_random)
-        self.params = compile_episode(scenario, self.config, self.np_random)
+        self.params, self.state, info = self.session.reset(self.np_random)
         self._static = layout.static_obs(self.params, self.n_max)
-        self.state = core.settle(self.params, core.initial(self.params))
-        return self._obs(), {
-            "scenario": scenario.name,
-            "family": scenario.family,
-            "n": self.params.n,
-            "t": 0.0,
-        }
+        return self._obs(), info
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self.params is None or self.state is None:
             raise gym.error.ResetNeeded("call reset() before step()")
         if self.state.terminal:
             raise gym.error.ResetNeeded("the episode has ended; call reset()")
-        before = self.state
-        self.state, valid = core.transition(self.params, before, int(action), self.n_max)
-        r = core.reward(self.params, before, self.state)
+        self.state, elapsed_s, valid, extra = self.session.apply(int(action))
+        r = -self.params.config.reward_scale * elapsed_s
         info: dict[str, Any] = {
             "t": self.state.t,
             "valid_action": valid,
             "n_failures": self.state.n_failures,
+            **extra,
         }
         if self.state.terminal:
             info.update(self.episode_summary())

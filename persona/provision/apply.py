@@ -174,6 +174,7 @@ class Session:
         self.ids: dict[str, str] = {}
         self.ns_pid: int | None = None
         self.locked = False
+        self.restored: set[str] = set()  # processes restored by apply_step
 
     # ---- rollback
     def rollback(self) -> list[str]:
@@ -239,23 +240,58 @@ class Session:
         n_proc = 0
         for step in plan.steps:
             c = self.m.component(step.component)
-            if c.kind == ComponentKind.FILESYSTEM:
-                self._filesystem(step.component)
-            elif c.kind == ComponentKind.CONFIG:
-                self._config(step.component)
-            elif c.kind == ComponentKind.KERNEL_MODULE:
-                self._kmod(step.component)
-            elif c.kind == ComponentKind.NETWORK:
-                self._network_pre(step.component)
-            elif c.kind == ComponentKind.PROCESS:
+            if c.kind == ComponentKind.PROCESS:
                 if n_proc == 0 and release_at >= 0:
                     self._lock()
-                self._process(plan, step.component, step.level)
+                self._process(plan.levels, step.component, step.level)
                 if n_proc == release_at:
                     self._unlock(f"both ends of {len(conns)} connection(s) are back")
                 n_proc += 1
+            else:
+                self._component(step.component)
         self._network_post()
         self.trace.phases["apply_s"] = self.clock.rel() - t
+
+    def _component(self, name: str) -> None:
+        kind = self.m.component(name).kind
+        if kind == ComponentKind.FILESYSTEM:
+            self._filesystem(name)
+        elif kind == ComponentKind.CONFIG:
+            self._config(name)
+        elif kind == ComponentKind.KERNEL_MODULE:
+            self._kmod(name)
+        elif kind == ComponentKind.NETWORK:
+            self._network_pre(name)
+
+    # ---- one step at a time (the live environment decides each next step)
+    def apply_step(self, name: str, level: int, levels: tuple[float, ...]) -> StepRecord:
+        """Apply ONE component at allocation ``level`` (index into ``levels``) and return its
+        last trace record. Raises ``PersonaError`` when the step fails; nothing is rolled back
+        here (the caller decides: :meth:`rollback`). The netns lock follows :meth:`apply`'s
+        rule over the order taken so far: engaged before the first process restore, released
+        once both ends of every captured connection are back."""
+        if name not in self.m.names:
+            raise RestoreError(f"{name!r} is not a component of {self.m.host.name}'s persona")
+        if not 0 <= level < len(levels):
+            raise RestoreError(f"allocation level {level} outside 0..{len(levels) - 1}")
+        if self.m.component(name).kind != ComponentKind.PROCESS:
+            self._component(name)
+            return self.trace.steps[-1]
+        conns = connections(self.m)
+        if self.opts.lock and conns and not self.restored and not self.locked:
+            self.trace.lock = {"connections": [list(c) for c in conns], "release_after": None}
+            self._lock()
+        self._process(levels, name, level)
+        self.restored.add(name)
+        if self.locked and all(a in self.restored and b in self.restored for a, b in conns):
+            self.trace.lock["release_after"] = name
+            self._unlock(f"both ends of {len(conns)} connection(s) are back")
+        return self.trace.steps[-1]
+
+    def finish(self) -> StepRecord:
+        """After the last step: the captured listening sockets are back (raises if not)."""
+        self._network_post()
+        return self.trace.steps[-1]
 
     def _filesystem(self, name: str) -> None:
         ctr = self.rep.fs_container[name]
@@ -341,7 +377,7 @@ class Session:
         self.trace.lock["window_s"] = round(t - self.trace.lock.get("engaged_s", t), 4)
         self.trace.lock["why"] = why
 
-    def _process(self, plan: Plan, name: str, level: int) -> None:
+    def _process(self, levels: tuple[float, ...], name: str, level: int) -> None:
         c = self.m.component(name)
         ctr = self.rep.process_container[name]
         cid = self.ids[ctr]
@@ -349,7 +385,7 @@ class Session:
         cores = self.opts.cpu_override.get(name)
         if cores is None:
             cores = cpu_allocation(
-                plan.levels[level],
+                levels[level],
                 r.cpu_peak_cores if r else None,
                 r.cpu_limit_cores if r else None,
             )
@@ -360,7 +396,7 @@ class Session:
             src = (
                 "override"
                 if name in self.opts.cpu_override
-                else f"{plan.levels[level]:g}x peak {r.cpu_peak_cores if r else 0:.3f}, floor = "
+                else f"{levels[level]:g}x peak {r.cpu_peak_cores if r else 0:.3f}, floor = "
                 f"captured limit {r.cpu_limit_cores if r else None}"
             )
             return f"cpu {cores if cores is not None else 'unlimited'} cores ({src})"

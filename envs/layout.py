@@ -84,6 +84,8 @@ class StaticObs:
     nodes: np.ndarray  # float32 [n_max, F], static columns filled
     adjacency: np.ndarray  # float32 [n_max, n_max]
     node_mask: np.ndarray  # float32 [n_max]
+    dyn_scale: np.ndarray  # float [4]: remaining, level, attempts, alloc -> feature
+    dyn_offset: np.ndarray  # float [4]
 
 
 def static_obs(p: EpisodeParams, n_max: int) -> StaticObs:
@@ -107,7 +109,10 @@ def static_obs(p: EpisodeParams, n_max: int) -> StaticObs:
     adj[:n, :n] = p.parents
     mask = np.zeros(n_max, dtype=np.float32)
     mask[:n] = 1.0
-    return StaticObs(nodes, adj, mask)
+    cfg = p.config
+    scale = np.array([1.0, 1.0 / cfg.n_levels, 1.0 / cfg.max_attempts, 1.0 / c])
+    offset = np.array([0.0, 1.0 / cfg.n_levels, 0.0, 0.0])
+    return StaticObs(nodes, adj, mask, scale, offset)
 
 
 def observe(p: EpisodeParams, s: SimState, st: StaticObs) -> dict[str, np.ndarray]:
@@ -120,14 +125,10 @@ def observe(p: EpisodeParams, s: SimState, st: StaticObs) -> dict[str, np.ndarra
     if s.backoff:
         dyn[:, 3] = (s.status == PENDING) & (s.ready_at > s.t)
     dyn[:, 4] = startable(p, s)
-    dyn[:, 5] = s.remaining  # 0 unless running
-    dyn[:, 6] = s.level
-    dyn[:, 6] += 1.0
-    dyn[:, 6] *= 1.0 / cfg.n_levels
-    dyn[:, 7] = s.attempts
-    dyn[:, 7] *= 1.0 / cfg.max_attempts
-    dyn[:, 8] = s.alloc
-    dyn[:, 8] *= 1.0 / p.host.cpu_cores
+    # remaining (0 unless running), (level + 1) / L, attempts / R, alloc / cores: one affine map
+    dyn[:, 5:9] = (
+        np.array((s.remaining, s.level, s.attempts, s.alloc)).T * st.dyn_scale + st.dyn_offset
+    )
     c = p.host.cpu_cores
     n_run = float(s.n_running)
     counts = np.bincount(s.status, minlength=3)

@@ -208,13 +208,14 @@ def advance(p: EpisodeParams, s: SimState, until: float | None = None) -> SimSta
     changes["remaining"] = remaining
     if not finished:
         return _replace(s, **changes)
-    status, attempts, ready_at = s.status.copy(), s.attempts.copy(), s.ready_at.copy()
-    latent, alloc, level = s.latent.copy(), s.alloc.copy(), s.level.copy()
-    parents_left = s.parents_left.copy()
-    background, n_fail = s.background, s.n_failures
-    backoff = list(changes.pop("backoff", s.backoff))
-    for i in finished:
-        if s.will_fail[i]:
+    failed = [i for i in finished if s.will_fail[i]]
+    status = s.status.copy()
+    changes["running"] = tuple(i for i in run if i not in finished)
+    if failed:  # only a failure touches these: copy them only then
+        attempts, ready_at = s.attempts.copy(), s.ready_at.copy()
+        alloc, level = s.alloc.copy(), s.level.copy()
+        backoff = list(changes.pop("backoff", s.backoff))
+        for i in failed:
             status[i] = PENDING
             attempts[i] += 1
             ready_at[i] = t_next + p.config.backoff_base_s * 2.0 ** (attempts[i] - 1)
@@ -222,28 +223,30 @@ def advance(p: EpisodeParams, s: SimState, until: float | None = None) -> SimSta
             remaining[i] = 0.0
             alloc[i] = 0.0
             level[i] = -1
-            n_fail += 1
-        else:
+        changes.update(
+            attempts=attempts,
+            ready_at=ready_at,
+            alloc=alloc,
+            level=level,
+            backoff=tuple(backoff),
+            n_failures=s.n_failures + len(failed),
+        )
+    done = [i for i in finished if not s.will_fail[i]]
+    if done:
+        parents_left = s.parents_left.copy()
+        background = s.background
+        latent = s.latent
+        for i in done:
             status[i] = DONE
-            latent[i] = bool(s.will_latent[i])
+            if s.will_latent[i]:
+                if latent is s.latent:
+                    latent = latent.copy()
+                latent[i] = True
             parents_left -= p.parents[:, i]
             if p.lists.is_process[i]:
-                background += p.config.background_factor * min(float(alloc[i]), p.lists.demand[i])
-    return _replace(
-        s,
-        **changes,
-        running=tuple(i for i in run if i not in finished),
-        backoff=tuple(backoff),
-        parents_left=parents_left,
-        background=background,
-        status=status,
-        attempts=attempts,
-        ready_at=ready_at,
-        latent=latent,
-        alloc=alloc,
-        level=level,
-        n_failures=n_fail,
-    )
+                background += p.config.background_factor * min(float(s.alloc[i]), p.lists.demand[i])
+        changes.update(parents_left=parents_left, background=background, latent=latent)
+    return _replace(s, **changes, status=status)
 
 
 def fault_draw(p: EpisodeParams, s: SimState, i: int) -> tuple[bool, bool]:

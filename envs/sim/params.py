@@ -204,8 +204,10 @@ def nominal_duration(
     """:func:`attempt_duration` over arrays of components."""
     return np.array(
         [
-            attempt_duration(float(c), float(i), float(s), float(k), io_mb_s)
-            for c, i, s, k in zip(cpu_work, io_work, serial, cores, strict=True)
+            attempt_duration(c, i, s, k, io_mb_s)
+            for c, i, s, k in zip(
+                cpu_work.tolist(), io_work.tolist(), serial.tolist(), cores.tolist(), strict=True
+            )
         ]
     )
 
@@ -231,12 +233,13 @@ def compile_episode(
     n = len(comps)
     idx = scenario.manifest.index()
     parents = np.zeros((n, n), dtype=bool)
-    cols: list[list[float]] = [[] for _ in range(10)]
+    rows: list[tuple[float, ...]] = []
     kind_l, role_l, proc_l = [], [], []
+    overrides = scenario.kind_models or {}
     for i, c in enumerate(comps):
         for dep in c.depends_on:
             parents[i, idx[dep]] = True
-        m = (scenario.kind_models or {}).get(c.kind) or config.kind_models[c.kind]
+        m = overrides.get(c.kind) or config.kind_models[c.kind]
         size = c.size_bytes / MB
         use_i = peak_i = 0.0
         if c.is_process:
@@ -251,8 +254,7 @@ def compile_episode(
         kind_l.append(KIND_INDEX[c.kind])
         role_l.append(ROLE_INDEX[c.role])
         proc_l.append(c.is_process)
-        for col, v in zip(
-            cols,
+        rows.append(
             (
                 size,
                 m.cpu_base_s + size / m.cpu_mb_per_core_s,
@@ -263,14 +265,11 @@ def compile_episode(
                 peak_i,
                 scenario.demand_mu.get(c.name, 0.0),
                 scenario.demand_sigma.get(c.name, 0.1),
-                0.0,
-            ),
-            strict=True,
-        ):
-            col.append(v)
-    size_mb, cpu_work, io_work, serial, sigma, usage_a, peak_a, mu, sd, _ = (
-        np.array(c) for c in cols
-    )
+            )
+        )
+    size_mb, cpu_work, io_work, serial, sigma, usage_a, peak_a, mu, sd = np.array(
+        rows, dtype=np.float64
+    ).T
     kind = np.array(kind_l, dtype=np.int64)
     role = np.array(role_l, dtype=np.int64)
     is_proc = np.array(proc_l, dtype=bool)
@@ -279,9 +278,13 @@ def compile_episode(
     nominal = nominal_duration(
         cpu_work, io_work, serial, np.maximum(cores, 0.05), scenario.host.io_mb_s
     )
+    pairs = {(idx[d.process], idx[d.needs]): d.p_fail for d in scenario.soft_dependencies}
     soft = np.zeros((n, n))
-    for sdep in scenario.soft_dependencies:
-        soft[idx[sdep.process], idx[sdep.needs]] = sdep.p_fail
+    soft_parents: list[list[tuple[int, float]]] = [[] for _ in range(n)]
+    for (i, j), pf in sorted(pairs.items()):
+        soft[i, j] = pf
+        if pf > 0.0:
+            soft_parents[i].append((j, pf))
     R = config.max_attempts
     # Two draws per episode, in a fixed layout: the same rng state gives the same episode.
     normal = rng.standard_normal(n * (R + 1))
@@ -321,8 +324,6 @@ def compile_episode(
             serial=serial.tolist(),
             demand=demand.tolist(),
             noise=noise.tolist(),
-            soft_parents=[
-                [(int(j), float(soft[i, j])) for j in np.flatnonzero(soft[i])] for i in range(n)
-            ],
+            soft_parents=soft_parents,
         ),
     )

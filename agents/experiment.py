@@ -26,25 +26,13 @@ from typing import Any
 import numpy as np
 import yaml
 
-from agents.report import new_run_dir
+from agents.report import EPISODE_CSV_FIELDS, new_run_dir
 from persona.errors import ConfigError
 from persona.model import atomic_write_text
 from persona.stats import mean_ci, paired_ratio_ci
 
 HEURISTICS = ("critical-path", "seed-adaptive")  # the quality bar's "best heuristic"
-CSV_FIELDS = (
-    "suite",
-    "policy",
-    "scenarios",
-    "seed",
-    "scenario",
-    "family",
-    "n",
-    "ttr",
-    "validated",
-    "failures",
-    "steps",
-)
+CSV_FIELDS = ("suite", *EPISODE_CSV_FIELDS)
 
 
 @dataclass(frozen=True)

@@ -22,23 +22,25 @@ def new_run_dir(root: str | Path, name: str) -> Path:
     return d
 
 
+# Columns of every per-episode CSV (experiments add a leading "suite" column).
+EPISODE_CSV_FIELDS = (
+    "policy",
+    "scenarios",
+    "seed",
+    "scenario",
+    "family",
+    "n",
+    "ttr",
+    "validated",
+    "failures",
+    "steps",
+)
+
+
 def write_per_episode_csv(results: list[EvalResult], path: Path) -> None:
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(
-            [
-                "policy",
-                "scenarios",
-                "seed",
-                "scenario",
-                "family",
-                "n",
-                "ttr",
-                "validated",
-                "failures",
-                "steps",
-            ]
-        )
+        w.writerow(EPISODE_CSV_FIELDS)
         for r in results:
             for e in r.per_episode:
                 w.writerow(

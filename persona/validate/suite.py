@@ -89,6 +89,19 @@ def _latency_rate(s: Settings, throughput: list[float]) -> float:
     return min(s.max_latency_rate_hz, 0.4 * tp)
 
 
+def _throughput(target: Target, s: Settings, seed: int) -> list[float]:
+    """Requests/s at fixed concurrency over ``tp_windows`` windows (closed loop)."""
+    return load.closed_loop(
+        target.api_url,
+        s.concurrency,
+        s.tp_windows,
+        s.tp_window_s,
+        target.corpus_items,
+        seed,
+        s.timeout_s,
+    )
+
+
 def _ramp(target: Target, rates: list[float], s: Settings, seed: int) -> list[dict[str, float]]:
     out = []
     for i, rate in enumerate(rates):
@@ -140,15 +153,7 @@ def record_baseline(
     raw_a = load.replay(target.api_url, cl, s.timeout_s, _replay_deadline(s))
     if all(status == 0 for status, _ in raw_a):
         raise ValidationError(f"{target.api_url} does not answer; is host {target.host} up?")
-    tp = load.closed_loop(
-        target.api_url,
-        s.concurrency,
-        s.tp_windows,
-        s.tp_window_s,
-        target.corpus_items,
-        seed,
-        s.timeout_s,
-    )
+    tp = _throughput(target, s, seed)
     rate = _latency_rate(s, tp)
     duration = max(s.latency_s, s.min_latency_samples / rate)
     lat = load.open_loop(target.api_url, rate, duration, target.corpus_items, seed + 1, s.timeout_s)
@@ -215,15 +220,7 @@ def validate_target(
     cl = baseline.corpus
     t_c = time.time()
     raw_c = load.replay(target.api_url, cl, s.timeout_s, _replay_deadline(s))
-    tp = load.closed_loop(
-        target.api_url,
-        s.concurrency,
-        s.tp_windows,
-        s.tp_window_s,
-        target.corpus_items,
-        seed,
-        s.timeout_s,
-    )
+    tp = _throughput(target, s, seed)
     rate = float(baseline.settings["latency_rate_hz"])
     lat = load.open_loop(
         target.api_url,

@@ -80,6 +80,19 @@ class CutResult:
     lock_ms: float = 0.0  # gated cut: network lock + unlock of the host (outside the window)
 
 
+
+def _timed_inside(inside: Callable[[], object] | None) -> float:
+    """Run ``inside`` (work that must happen while the host is frozen); its time in ms."""
+    t = time.perf_counter()
+    if inside is not None:
+        try:
+            inside()
+        except CaptureError:
+            raise
+        except Exception as e:
+            raise CaptureError(f"reading files inside the cut failed: {e}") from e
+    return (time.perf_counter() - t) * 1000
+
 def consistent_cut(engine: Engine, plan: CutPlan, directory: Path, name: str,
                    parallel: bool = False,
                    inside: Callable[[], object] | None = None) -> CutResult:
@@ -120,15 +133,7 @@ def consistent_cut(engine: Engine, plan: CutPlan, directory: Path, name: str,
             return (time.perf_counter() - t) * 1000
 
         def run_inside() -> float:
-            t = time.perf_counter()
-            if inside is not None:
-                try:
-                    inside()
-                except CaptureError:
-                    raise
-                except Exception as e:
-                    raise CaptureError(f"reading files inside the cut failed: {e}") from e
-            return (time.perf_counter() - t) * 1000
+            return _timed_inside(inside)
 
         if parallel and len(plan.dump) > 1:
             # every member is frozen: dumping them concurrently keeps the cut consistent
@@ -245,15 +250,7 @@ def gated_cut(engine: GatedEngine, plan: CutPlan, directory: Path, name: str,
             return (time.perf_counter() - t) * 1000
 
         def run_inside() -> float:
-            t = time.perf_counter()
-            if inside is not None:
-                try:
-                    inside()
-                except CaptureError:
-                    raise
-                except Exception as e:
-                    raise CaptureError(f"reading files inside the cut failed: {e}") from e
-            return (time.perf_counter() - t) * 1000
+            return _timed_inside(inside)
 
         with ThreadPoolExecutor(max_workers=len(pending) + 1) as ex:
             futs = {n: ex.submit(run, n) for n in pending}

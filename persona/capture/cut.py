@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +81,21 @@ class CutResult:
 
 
 
+
+def _freeze_all(engine: Engine, members: Sequence[Member], paused: list[Member]) -> None:
+    """Freeze ``members`` in order, recording each in ``paused`` *before* its call (so a pause
+    that fails half-way is still undone by the caller's unfreeze)."""
+    for m in members:
+        st = engine.state(m.cid)
+        if st != "running":
+            raise CaptureError(f"container {m.name} is {st}, not running: the host changed "
+                               "under the capture; retry when it is stable")
+        paused.append(m)
+        try:
+            engine.pause(m.cid)
+        except Exception as e:
+            raise CaptureError(f"cannot pause {m.name}: {e}") from e
+
 def _timed_inside(inside: Callable[[], object] | None) -> float:
     """Run ``inside`` (work that must happen while the host is frozen); its time in ms."""
     t = time.perf_counter()
@@ -110,16 +125,7 @@ def consistent_cut(engine: Engine, plan: CutPlan, directory: Path, name: str,
     ok = False
     error: BaseException | None = None
     try:
-        for m in plan.freeze:
-            st = engine.state(m.cid)
-            if st != "running":
-                raise CaptureError(f"container {m.name} is {st}, not running: the host changed "
-                                   "under the capture; retry when it is stable")
-            paused.append(m)  # before the call: a pause that fails half-way is still undone
-            try:
-                engine.pause(m.cid)
-            except Exception as e:
-                raise CaptureError(f"cannot pause {m.name}: {e}") from e
+        _freeze_all(engine, plan.freeze, paused)
         t_paused = time.perf_counter()
 
         def dump(m: Member) -> float:
@@ -231,16 +237,7 @@ def gated_cut(engine: GatedEngine, plan: CutPlan, directory: Path, name: str,
             lock_ms = (time.perf_counter() - tl) * 1000
 
         t0 = time.perf_counter()
-        for m in plan.freeze:
-            st = engine.state(m.cid)
-            if st != "running":
-                raise CaptureError(f"container {m.name} is {st}, not running: the host changed "
-                                   "under the capture; retry when it is stable")
-            paused.append(m)
-            try:
-                engine.pause(m.cid)
-            except Exception as e:
-                raise CaptureError(f"cannot pause {m.name}: {e}") from e
+        _freeze_all(engine, plan.freeze, paused)
         t_paused = time.perf_counter()
 
         def run(n: str) -> float:

@@ -243,7 +243,9 @@ def _fastest(p: EpisodeParams) -> tuple[np.ndarray, np.ndarray]:
     cores = np.where(p.is_process, p.peak * cfg.alloc_levels[-1], cfg.restore_cores[-1])
     cores = np.minimum(np.maximum(cores, 0.05), p.host.cpu_cores)
     nmin = p.noise.min(axis=1)
-    fast = nominal_duration(p.cpu_work * nmin, p.io_work * nmin, p.serial, cores, p.host.io_mb_s)
+    fast = nominal_duration(
+        p.cpu_work * nmin, p.io_work * nmin, p.serial, cores, p.host.io_mb_s, p.fixed * nmin
+    )
     tail = np.zeros(p.n)
     for i in reversed(p.scenario.manifest.topological_indices()):
         ch = np.flatnonzero(p.parents[:, i])

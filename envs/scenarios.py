@@ -431,7 +431,7 @@ def _scenario_from_obj(obj: Any, source: str) -> Scenario:
         raise ScenarioError(
             f"{source}: a scenario file must be a mapping with 'name', 'host', 'persona'"
         )
-    allowed = {"name", "description", "family", "host", "persona", "hidden"}
+    allowed = {"name", "description", "family", "host", "persona", "hidden", "kind_models", "sim"}
     extra = sorted(set(obj) - allowed)
     if extra:
         raise ScenarioError(
@@ -481,6 +481,14 @@ def _scenario_from_obj(obj: Any, source: str) -> Scenario:
             raise ScenarioError(f"{source}: hidden.demand.{name} must be a mapping of mu, sigma")
         mu[name] = float(d.get("mu", mu[name]))
         sd[name] = float(d.get("sigma", sd[name]))
+    kind_models = _kind_models_from_obj(obj.get("kind_models"), source)
+    sim = obj.get("sim") or None
+    if sim is not None:
+        if not isinstance(sim, dict) or not all(
+            isinstance(v, (int, float)) and v >= 0 for v in sim.values()
+        ):
+            raise ScenarioError(f"{source}: sim must be a mapping of field -> seconds (>= 0)")
+        sim = {str(k): float(v) for k, v in sim.items()}
     try:
         return Scenario(
             name=str(obj["name"]),
@@ -490,9 +498,35 @@ def _scenario_from_obj(obj: Any, source: str) -> Scenario:
             demand_mu=mu,
             demand_sigma=sd,
             family=str(obj.get("family", "custom")),
+            kind_models=kind_models,
+            sim_overrides=sim,
         )
     except ScenarioError as e:
         raise ScenarioError(f"{source}: {e}") from None
+
+
+def _kind_models_from_obj(obj: Any, source: str) -> dict[ComponentKind, KindModel] | None:
+    """``kind_models: {<kind>: {cpu_base_s, cpu_mb_per_core_s, io_factor, serial, sigma,
+    fixed_s}}`` (what ``persona calibrate`` writes); kinds left out keep the defaults."""
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise ScenarioError(f"{source}: kind_models must be a mapping of kind -> model")
+    out = {}
+    for k, v in obj.items():
+        try:
+            kind = ComponentKind(k)
+        except ValueError:
+            kinds = ", ".join(c.value for c in ComponentKind)
+            raise ScenarioError(f"{source}: kind_models.{k}: unknown kind; use {kinds}") from None
+        try:
+            out[kind] = KindModel(**{f: float(x) for f, x in v.items()})
+        except (TypeError, AttributeError, ValueError) as e:
+            raise ScenarioError(
+                f"{source}: kind_models.{k}: {e}; fields are cpu_base_s, cpu_mb_per_core_s, "
+                "io_factor, serial, sigma, fixed_s"
+            ) from None
+    return out
 
 
 def load_scenario_file(path: str | Path) -> Scenario:

@@ -168,7 +168,12 @@ def _durations(p: EpisodeParams, s: SimState, run: tuple[int, ...]) -> list[floa
         nz = L.noise[i][min(int(s.attempts[i]), R)]
         out.append(
             attempt_duration(
-                L.cpu_work[i] * nz, L.io_work[i] * nz, L.serial[i], ask * scale, io_rate
+                L.cpu_work[i] * nz,
+                L.io_work[i] * nz,
+                L.serial[i],
+                ask * scale,
+                io_rate,
+                L.fixed[i] * nz,
             )
         )
     return out
@@ -233,20 +238,59 @@ def advance(p: EpisodeParams, s: SimState, until: float | None = None) -> SimSta
         )
     done = [i for i in finished if not s.will_fail[i]]
     if done:
-        parents_left = s.parents_left.copy()
-        background = s.background
-        latent = s.latent
-        for i in done:
-            status[i] = DONE
-            if s.will_latent[i]:
-                if latent is s.latent:
-                    latent = latent.copy()
-                latent[i] = True
-            parents_left -= p.parents[:, i]
-            if p.lists.is_process[i]:
-                background += p.config.background_factor * min(float(s.alloc[i]), p.lists.demand[i])
-        changes.update(parents_left=parents_left, background=background, latent=latent)
+        changes.update(_mark_done(p, s, done, status))
     return _replace(s, **changes, status=status)
+
+
+def _mark_done(
+    p: EpisodeParams, s: SimState, done: list[int], status: np.ndarray
+) -> dict[str, Any]:
+    """Mark ``done`` finished in ``status`` (a copy, mutated); the other fields that change."""
+    parents_left = s.parents_left.copy()
+    background = s.background
+    latent = s.latent
+    for i in done:
+        status[i] = DONE
+        if s.will_latent[i]:
+            if latent is s.latent:
+                latent = latent.copy()
+            latent[i] = True
+        parents_left -= p.parents[:, i]
+        if p.lists.is_process[i]:
+            background += p.config.background_factor * min(float(s.alloc[i]), p.lists.demand[i])
+    return {"parents_left": parents_left, "background": background, "latent": latent}
+
+
+def complete(p: EpisodeParams, s: SimState, i: int, level: int, seconds: float) -> SimState:
+    """Component ``i`` restored at ``level`` in ``seconds`` measured elsewhere (the live lab
+    applies one step at a time): the same bookkeeping as a simulated completion."""
+    lv = s.level.copy()
+    lv[i] = level
+    alloc = s.alloc.copy()
+    alloc[i] = allocation(p, i, level)
+    s2 = _replace(s, level=lv, alloc=alloc)
+    status = s.status.copy()
+    changes = _mark_done(p, s2, [i], status)
+    return _replace(s2, t=s.t + seconds, status=status, **changes)
+
+
+def fail(p: EpisodeParams, s: SimState, i: int, level: int, seconds: float) -> SimState:
+    """Component ``i`` failed after ``seconds`` measured elsewhere and cannot be retried (a
+    live CRIU restore leaves its container unusable): the episode ends, not validated."""
+    lv = s.level.copy()
+    lv[i] = level
+    attempts = s.attempts.copy()
+    attempts[i] += 1
+    return _replace(
+        s,
+        t=s.t + seconds,
+        level=lv,
+        attempts=attempts,
+        n_failures=s.n_failures + 1,
+        terminal=True,
+        validated=False,
+        ttr=p.config.max_time_s,
+    )
 
 
 def fault_draw(p: EpisodeParams, s: SimState, i: int) -> tuple[bool, bool]:

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -49,8 +49,9 @@ class KindModel:
 
     CPU work (core-seconds) = ``cpu_base_s + size_MB / cpu_mb_per_core_s``; a fraction
     ``serial`` of it cannot use more than one core. I/O work = ``size_MB * io_factor``
-    (MB moved). The realised work of an attempt is multiplied by a log-normal factor with
-    ``sigma``.
+    (MB moved). ``fixed_s``: seconds of every attempt that use neither (waiting on a
+    daemon, a channel round trip; measured on live hosts, 0 in the generated families).
+    The realised duration of an attempt is multiplied by a log-normal factor with ``sigma``.
     """
 
     cpu_base_s: float
@@ -58,6 +59,7 @@ class KindModel:
     io_factor: float
     serial: float
     sigma: float
+    fixed_s: float = 0.0
 
 
 # Calibrated to orders of magnitude seen in the live lab (see docs): a CRIU restore of a
@@ -108,6 +110,10 @@ class SimConfig:
         return len(self.alloc_levels)
 
 
+# SimConfig fields a scenario may set (what calibration measures on a host)
+SIM_OVERRIDABLE = ("validation_s", "restart_base_s", "backoff_base_s", "invalid_action_s")
+
+
 @dataclass(frozen=True)
 class SoftDependency:
     """Hidden: restoring ``process`` before ``needs`` is up fails with probability ``p_fail``."""
@@ -131,6 +137,8 @@ class Scenario:
     family: str = "custom"
     # step-duration models of this kind of host (e.g. a VM), overriding SimConfig's per kind
     kind_models: dict[ComponentKind, KindModel] | None = None
+    # SimConfig fields measured on this host (a calibrated live host: validation_s, ...)
+    sim_overrides: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         names = set(self.manifest.names)
@@ -146,6 +154,12 @@ class Scenario:
                 )
         if not self.manifest.components:
             raise ScenarioError(f"scenario {self.name!r} has no components")
+        bad = sorted(set(self.sim_overrides or {}) - set(SIM_OVERRIDABLE))
+        if bad:
+            raise ScenarioError(
+                f"scenario {self.name!r}: sim.{bad[0]} cannot be set per scenario; "
+                f"use one of {', '.join(SIM_OVERRIDABLE)}"
+            )
 
     @property
     def n(self) -> int:
@@ -167,6 +181,7 @@ class EpisodeParams:
     cpu_work: np.ndarray  # float [n]  nominal core-seconds
     io_work: np.ndarray  # float [n]  nominal MB moved
     serial: np.ndarray  # float [n]
+    fixed: np.ndarray  # float [n]  seconds per attempt using neither CPU nor I/O
     usage: np.ndarray  # float [n]  captured mean CPU (processes; 0 otherwise)
     peak: np.ndarray  # float [n]  captured peak CPU (processes; 0 otherwise)
     peak_load: float  # captured aggregate peak of the host (cores)
@@ -185,28 +200,39 @@ class EpisodeParams:
 
 
 def attempt_duration(
-    cpu_work: float, io_work: float, serial: float, cores: float, io_rate: float
+    cpu_work: float, io_work: float, serial: float, cores: float, io_rate: float, fixed: float = 0.0
 ) -> float:
     """Duration of a restore doing ``cpu_work`` core-seconds on ``cores`` (a ``serial`` share
-    on at most one core) and moving ``io_work`` MB at ``io_rate`` MB/s, overlapped.
+    on at most one core) and moving ``io_work`` MB at ``io_rate`` MB/s, overlapped, plus
+    ``fixed`` seconds that use neither.
 
     The one formula for restore durations: the simulator's event loop, nominal durations
     and the oracle's bounds all call it (scalar floats: the event loop's sets are tiny).
     """
     cpu_t = cpu_work * (serial / min(cores, 1.0) + (1.0 - serial) / cores)
     io_t = io_work / io_rate
-    return cpu_t if cpu_t > io_t else io_t
+    return fixed + (cpu_t if cpu_t > io_t else io_t)
 
 
 def nominal_duration(
-    cpu_work: np.ndarray, io_work: np.ndarray, serial: np.ndarray, cores: np.ndarray, io_mb_s: float
+    cpu_work: np.ndarray,
+    io_work: np.ndarray,
+    serial: np.ndarray,
+    cores: np.ndarray,
+    io_mb_s: float,
+    fixed: np.ndarray,
 ) -> np.ndarray:
     """:func:`attempt_duration` over arrays of components."""
     return np.array(
         [
-            attempt_duration(c, i, s, k, io_mb_s)
-            for c, i, s, k in zip(
-                cpu_work.tolist(), io_work.tolist(), serial.tolist(), cores.tolist(), strict=True
+            attempt_duration(c, i, s, k, io_mb_s, f)
+            for c, i, s, k, f in zip(
+                cpu_work.tolist(),
+                io_work.tolist(),
+                serial.tolist(),
+                cores.tolist(),
+                fixed.tolist(),
+                strict=True,
             )
         ]
     )
@@ -220,6 +246,7 @@ class Lists:
     cpu_work: list[float]
     io_work: list[float]
     serial: list[float]
+    fixed: list[float]
     demand: list[float]
     noise: list[list[float]]
     soft_parents: list[list[tuple[int, float]]]  # per component: (needed component, p_fail)
@@ -229,6 +256,8 @@ def compile_episode(
     scenario: Scenario, config: SimConfig, rng: np.random.Generator
 ) -> EpisodeParams:
     """Draw one episode's randomness and flatten the scenario (pure given ``rng``)."""
+    if scenario.sim_overrides:
+        config = replace(config, **scenario.sim_overrides)  # type: ignore[arg-type]
     comps = scenario.manifest.components
     n = len(comps)
     idx = scenario.manifest.index()
@@ -261,13 +290,14 @@ def compile_episode(
                 size * m.io_factor,
                 m.serial,
                 m.sigma,
+                m.fixed_s,
                 use_i,
                 peak_i,
                 scenario.demand_mu.get(c.name, 0.0),
                 scenario.demand_sigma.get(c.name, 0.1),
             )
         )
-    size_mb, cpu_work, io_work, serial, sigma, usage_a, peak_a, mu, sd = np.array(
+    size_mb, cpu_work, io_work, serial, sigma, fixed, usage_a, peak_a, mu, sd = np.array(
         rows, dtype=np.float64
     ).T
     kind = np.array(kind_l, dtype=np.int64)
@@ -276,7 +306,7 @@ def compile_episode(
     mid = config.n_levels // 2
     cores = np.where(is_proc, peak_a * config.alloc_levels[mid], config.restore_cores[mid])
     nominal = nominal_duration(
-        cpu_work, io_work, serial, np.maximum(cores, 0.05), scenario.host.io_mb_s
+        cpu_work, io_work, serial, np.maximum(cores, 0.05), scenario.host.io_mb_s, fixed
     )
     pairs = {(idx[d.process], idx[d.needs]): d.p_fail for d in scenario.soft_dependencies}
     soft = np.zeros((n, n))
@@ -308,6 +338,7 @@ def compile_episode(
         cpu_work=cpu_work,
         io_work=io_work,
         serial=serial,
+        fixed=fixed,
         usage=usage_a,
         peak=peak_a,
         peak_load=float(scenario.manifest.load.peak_cpu_cores),
@@ -322,6 +353,7 @@ def compile_episode(
             cpu_work=cpu_work.tolist(),
             io_work=io_work.tolist(),
             serial=serial.tolist(),
+            fixed=fixed.tolist(),
             demand=demand.tolist(),
             noise=noise.tolist(),
             soft_parents=soft_parents,

@@ -377,11 +377,17 @@ class Session:
         self.trace.lock["window_s"] = round(t - self.trace.lock.get("engaged_s", t), 4)
         self.trace.lock["why"] = why
 
-    def _process(self, levels: tuple[float, ...], name: str, level: int) -> None:
-        c = self.m.component(name)
-        ctr = self.rep.process_container[name]
-        cid = self.ids[ctr]
-        r = c.resources
+    def reallocate(self, name: str, level: int, levels: tuple[float, ...]) -> StepRecord:
+        """Remediation after a failed performance check: give restored process ``name`` the
+        CPU quota of ``level`` (no restart: the quota applies to the running process)."""
+        if self.m.component(name).kind != ComponentKind.PROCESS:
+            raise RestoreError(f"{name!r} is not a process; only processes get CPU allocations")
+        self._allocate(levels, name, level, "remediation: raise cpu quota")
+        return self.trace.steps[-1]
+
+    def _allocate(self, levels: tuple[float, ...], name: str, level: int, action: str) -> None:
+        r = self.m.component(name).resources
+        cid = self.ids[self.rep.process_container[name]]
         cores = self.opts.cpu_override.get(name)
         if cores is None:
             cores = cpu_allocation(
@@ -401,9 +407,12 @@ class Session:
             )
             return f"cpu {cores if cores is not None else 'unlimited'} cores ({src})"
 
-        _record(
-            self.trace, self.clock, name, "resources", "cgroup cpu quota", alloc, self.opts.retries
-        )
+        _record(self.trace, self.clock, name, "resources", action, alloc, self.opts.retries)
+
+    def _process(self, levels: tuple[float, ...], name: str, level: int) -> None:
+        ctr = self.rep.process_container[name]
+        cid = self.ids[ctr]
+        self._allocate(levels, name, level, "cgroup cpu quota")
         ck = self.rep.checkpoint.get(name)
         if ck is None:
             raise RestoreError(f"{name}: no checkpoint captured")

@@ -238,10 +238,18 @@ def cpu_allocation(
     limit and its sampled peak; the level scales that need, and the captured limit is a floor
     (a replacement never gets less than the original's configuration): 0.8x holds the limit,
     1.2x and 1.8x raise it. A process captured without a limit stays unlimited (None)."""
+    need = cpu_need(peak_cores, limit_cores)
+    if need is None or limit_cores is None:
+        return None
+    return round(max(limit_cores, level_mult * need, MIN_CPU_CORES), 4)
+
+
+def cpu_need(peak_cores: float | None, limit_cores: float | None) -> float | None:
+    """A process's captured CPU need: the larger of its configured limit and its sampled peak
+    (``None``: captured without a limit, so restored unlimited at every level)."""
     if limit_cores is None:
         return None
-    need = max(limit_cores, peak_cores or 0.0)
-    return round(max(limit_cores, level_mult * need, MIN_CPU_CORES), 4)
+    return max(limit_cores, peak_cores or 0.0)
 
 
 def lock_release_after(process_order: Sequence[str], connections: Iterable[tuple[str, str]]) -> int:

@@ -45,8 +45,11 @@ Episode End
 Arguments
     ``scenario``: a scenario URI (``generator://mixed-v0?components=5-16``,
     ``scenario://webshop``, a YAML/JSON path) or a :class:`~envs.sim.params.Scenario`.
-    ``backend``: ``"sim"``. ``max_components``: padding size N. ``config``:
-    :class:`~envs.sim.params.SimConfig`.
+    ``backend``: ``"sim"`` or ``"live"`` (a real lab host restored with Docker + CRIU, see
+    :mod:`envs.live`; then ``host`` names the lab host, ``live`` holds
+    :class:`~envs.live.LiveConfig` options, and ``scenario`` is not used: the persona is
+    captured from the host at every reset). ``max_components``: padding size N.
+    ``config``: :class:`~envs.sim.params.SimConfig`.
 
 Version History
     v0: initial version.
@@ -81,16 +84,17 @@ class RestoreEnv(gym.Env[dict[str, Any], np.int64]):
         max_components: int = DEFAULT_MAX_COMPONENTS,
         config: SimConfig | None = None,
         render_mode: str | None = None,
+        host: str | None = None,
+        live: Any = None,
     ) -> None:
-        if backend != "sim":
-            raise ScenarioError(
-                f"backend {backend!r} is not available: only 'sim' exists so far "
-                "(the live Docker+CRIU backend arrives with the [live-env] work)"
-            )
+        if backend not in ("sim", "live"):
+            raise ScenarioError(f"backend {backend!r} is not available; use 'sim' or 'live'")
+        if backend == "sim" and (host is not None or live is not None):
+            raise ScenarioError("host= and live= are options of backend='live'")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ScenarioError(f"render_mode {render_mode!r} is not supported; use 'ansi' or None")
         self.source = resolve(scenario)
-        if self.source.max_components > max_components:
+        if backend == "sim" and self.source.max_components > max_components:
             raise ScenarioError(
                 f"scenario {self.source.name} has up to {self.source.max_components} components "
                 f"but max_components={max_components}; raise max_components"
@@ -111,7 +115,13 @@ class RestoreEnv(gym.Env[dict[str, Any], np.int64]):
             }
         )
         self.action_space = spaces.Discrete(self.n_max * L + 1)
-        self.session: RestoreBackend = SimBackend(self.source, self.config, self.n_max)
+        self.session: RestoreBackend
+        if backend == "live":
+            from envs.live import LiveBackend, LiveConfig
+
+            self.session = LiveBackend(LiveConfig.from_kwargs(host, live), self.config, self.n_max)
+        else:
+            self.session = SimBackend(self.source, self.config, self.n_max)
         self.params: EpisodeParams | None = None
         self.state: core.SimState | None = None
         self._static: layout.StaticObs | None = None
@@ -159,6 +169,12 @@ class RestoreEnv(gym.Env[dict[str, Any], np.int64]):
             rows.append(f"  {nm:28s} {label[int(s.status[i])]:8s}{extra}")
         return "\n".join(rows)
 
+    def close(self) -> None:
+        """Release what the backend created (the live backend rolls back an unfinished
+        episode and removes its work folder)."""
+        self.session.close()
+        super().close()
+
     # ---- helpers ---------------------------------------------------------------------
     def _obs(self) -> dict[str, np.ndarray]:
         assert self.params is not None and self.state is not None and self._static is not None
@@ -187,7 +203,7 @@ class RestoreEnv(gym.Env[dict[str, Any], np.int64]):
                 "failed_attempts": int(s.attempts[i]),
                 "level": int(s.level[i]),
             }
-            if c.is_process and s.checks:
+            if c.is_process and s.checks and self.backend == "sim":  # a simulated demand
                 entry["utilisation"] = float(p.demand[i] / max(eff[i], 1e-9))
             comps.append(entry)
         return {

@@ -385,6 +385,15 @@ class Session:
         self._allocate(levels, name, level, "remediation: raise cpu quota")
         return self.trace.steps[-1]
 
+    def reset_allocations(self) -> None:
+        """Give every restored process its captured CPU limit back: the allocation a restore
+        chose is the restorer's decision, not part of the host's configuration."""
+        for name in sorted(self.restored):
+            r = self.m.component(name).resources
+            self.e.set_cpu(
+                self.ids[self.rep.process_container[name]], r.cpu_limit_cores if r else None
+            )
+
     def _allocate(self, levels: tuple[float, ...], name: str, level: int, action: str) -> None:
         r = self.m.component(name).resources
         cid = self.ids[self.rep.process_container[name]]

@@ -131,6 +131,44 @@ def evaluate(
     return EvalResult(policy, scenarios, episodes, seed, tuple(results))
 
 
+def evaluate_live(
+    policies: list[str],
+    episodes: int,
+    seed: int,
+    live: Any,
+    max_components: int = DEFAULT_MAX_COMPONENTS,
+) -> list[EvalResult]:
+    """Evaluate policies on the live backend (``live``: an :class:`envs.live.LiveConfig`).
+
+    Live episodes cannot share random numbers, so they are interleaved instead: round ``k``
+    runs every policy once, in an order rotated by ``k``, so slow drifts of the shared machine
+    (load, the host's growing data) reach every policy alike. Same JSON shape as the sim."""
+    from envs.live import LiveBackend
+
+    if episodes < 1:
+        raise PolicyError(f"episodes must be >= 1, got {episodes}")
+    bad = [p for p in policies if p in BOUNDS]
+    if bad:
+        raise PolicyError(
+            f"{bad[0]} needs the episode's future (hindsight); it has no live counterpart"
+        )
+    pols = {name: load_policy(name) for name in policies}
+    env = RestoreEnv(backend="live", live=live, max_components=max_components)
+    backend = env.session
+    assert isinstance(backend, LiveBackend)
+    out: dict[str, list[EpisodeResult]] = {name: [] for name in policies}
+    try:
+        for k in range(episodes):
+            r = k % len(policies)
+            for name in policies[r:] + policies[:r]:
+                backend.label(name)
+                out[name].append(run_episode(env, pols[name], seed + k))
+    finally:
+        env.close()
+    where = f"live://{backend.cfg.host}"
+    return [EvalResult(n, where, episodes, seed, tuple(out[n])) for n in policies]
+
+
 def write_json(results: list[EvalResult], path: str | Path) -> None:
     """One result: the JSON object; several: a list of them (same shape each)."""
     obj: Any = results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results]

@@ -609,6 +609,18 @@ def resolve(uri: str | ScenarioSource | Scenario) -> ScenarioSource:
     )
 
 
+def scenario_path(uri: str) -> str:
+    """The file behind ``scenario://<name>`` or a path (checked to exist)."""
+    if uri.startswith("scenario://"):
+        name = uri[len("scenario://") :]
+        path = SCENARIO_DIR / f"{name}.yaml"
+    else:
+        path = Path(uri)
+    if not path.is_file():
+        raise ScenarioError(f"scenario {uri!r}: no such file {path}")
+    return str(path)
+
+
 @functools.lru_cache(maxsize=1)
 def _vm_kind_models() -> dict[ComponentKind, KindModel]:
     from envs.calibration import load_kind_models

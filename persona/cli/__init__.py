@@ -30,6 +30,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "restore": ("persona.cli.recover_cmd:restore", "Restore a persona version onto a replacement host."),
     "bench": ("persona.cli.recover_cmd:bench", "Live benchmarks (bench failover)."),
     "vm": ("persona.cli.vm_cmd:vm", "VM mode: cloud-kernel guests whose modules really load."),
+    "calibrate": ("persona.cli.live_cmd:calibrate", "Fit the simulator to live episode traces."),
+    "sim-gap": ("persona.cli.live_cmd:sim_gap", "How well a calibrated sim predicts live TTRs."),
 }
 
 

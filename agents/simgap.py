@@ -1,0 +1,169 @@
+"""How well a calibrated simulator predicts the live lab (``persona sim-gap``).
+
+For every policy that drove held-out live episodes (their traces name it), the simulator
+of the calibrated scenario is run with the same policy; reported per policy: live mean TTR
+with its 95 % CI, simulated mean TTR, relative error; overall: mean absolute relative
+error and Spearman's rank correlation between the policies' simulated and live means, plus
+whether the policies rank the same (strictly, and for every pair whose live CIs are apart).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.evaluate import evaluate
+from persona.errors import ScenarioError
+from persona.stats import mean_ci
+
+TARGET_ERROR = 0.20
+
+
+def live_ttrs(traces: list[dict[str, Any]]) -> dict[str, list[tuple[float, bool]]]:
+    """Per policy label: each episode's (TTR, validated); an episode that was not validated
+    counts its time budget, as in the simulator."""
+    out: dict[str, list[tuple[float, bool]]] = {}
+    for t in traces:
+        if not t.get("policy"):
+            raise ScenarioError(f"{t.get('_path')}: the trace names no policy; cannot compare")
+        ok = bool(t.get("validated")) and t.get("ttr_s") is not None
+        ttr = float(t["ttr_s"] if ok else t["max_time_s"])
+        out.setdefault(str(t["policy"]), []).append((ttr, ok))
+    return out
+
+
+def ranks_agree(
+    sim: dict[str, float], live: dict[str, tuple[float, float, float]]
+) -> dict[str, Any]:
+    """Strict ranking agreement, and agreement on every pair whose live CIs do not overlap."""
+    names = sorted(live)
+    strict = sorted(names, key=lambda n: sim[n]) == sorted(names, key=lambda n: live[n][0])
+    pairs = []
+    for a, b in itertools.combinations(names, 2):
+        (ma, la, ha), (mb, lb, hb) = live[a], live[b]
+        if ha < lb or hb < la:  # live CIs apart: the order is known
+            pairs.append((a, b, (ma < mb) == (sim[a] < sim[b])))
+    return {
+        "same_ranking": strict,
+        "separated_pairs": len(pairs),
+        "separated_pairs_agree": all(ok for _, _, ok in pairs),
+        "disagreeing_pairs": [[a, b] for a, b, ok in pairs if not ok],
+    }
+
+
+def spearman(x: list[float], y: list[float]) -> float | None:
+    if len(x) < 3:
+        return None
+    from scipy.stats import spearmanr
+
+    rho = spearmanr(x, y).statistic
+    return None if rho is None or math.isnan(float(rho)) else float(rho)
+
+
+def sim_gap(
+    scenario: str,
+    traces: list[dict[str, Any]],
+    episodes: int = 200,
+    seed: int = 0,
+    max_components: int = 24,
+) -> dict[str, Any]:
+    live = live_ttrs(traces)
+    rows: list[dict[str, Any]] = []
+    live_stats: dict[str, tuple[float, float, float]] = {}
+    sim_means: dict[str, float] = {}
+    for pol in sorted(live):
+        r = evaluate(pol, scenario, episodes, seed, max_components)
+        m_sim, lo_sim, hi_sim = mean_ci(r.ttrs)
+        m, lo, hi = mean_ci(np.array([x for x, _ in live[pol]]))
+        live_stats[pol], sim_means[pol] = (m, lo, hi), m_sim
+        rows.append(
+            {
+                "policy": pol,
+                "live_episodes": len(live[pol]),
+                "live_ttr_mean": m,
+                "live_ttr_ci95": [lo, hi],
+                "live_success": float(np.mean([ok for _, ok in live[pol]])),
+                "sim_episodes": episodes,
+                "sim_ttr_mean": m_sim,
+                "sim_ttr_ci95": [lo_sim, hi_sim],
+                "sim_success": r.success_rate,
+                "rel_error": (m_sim - m) / m,
+            }
+        )
+    errs = [abs(float(r["rel_error"])) for r in rows]
+    names = [str(r["policy"]) for r in rows]
+    rho = spearman([sim_means[n] for n in names], [live_stats[n][0] for n in names])
+    agree = ranks_agree(sim_means, live_stats)
+    mean_err = float(np.mean(errs))
+    return {
+        "scenario": scenario,
+        "traces": len(traces),
+        "policies": rows,
+        "mean_abs_rel_error": mean_err,
+        "spearman_rho": rho,
+        **agree,
+        "targets": {
+            "error_le_20pct": mean_err <= TARGET_ERROR,
+            "same_ranking": agree["same_ranking"],
+        },
+    }
+
+
+def format_table(res: dict[str, Any]) -> str:
+    rows = [
+        "| policy | live eps | live TTR (s) [95 % CI] | sim TTR (s) | error |",
+        "|---|---|---|---|---|",
+    ]
+    for r in res["policies"]:
+        lo, hi = r["live_ttr_ci95"]
+        rows.append(
+            f"| {r['policy']} | {r['live_episodes']} | {r['live_ttr_mean']:.2f} "
+            f"[{lo:.2f}, {hi:.2f}] | {r['sim_ttr_mean']:.2f} | {r['rel_error']:+.1%} |"
+        )
+    rho = res["spearman_rho"]
+    rows.append("")
+    rows.append(
+        f"mean |error| {res['mean_abs_rel_error']:.1%} (target <= {TARGET_ERROR:.0%}); "
+        f"Spearman rho {'n/a' if rho is None else f'{rho:+.2f}'}; same ranking: "
+        f"{res['same_ranking']}; pairs with separated live CIs: {res['separated_pairs']} "
+        f"(agree: {res['separated_pairs_agree']})"
+    )
+    return "\n".join(rows)
+
+
+def plot(res: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for r in res["policies"]:
+        lo, hi = r["live_ttr_ci95"]
+        slo, shi = r["sim_ttr_ci95"]
+        ax.errorbar(
+            r["sim_ttr_mean"],
+            r["live_ttr_mean"],
+            xerr=[[r["sim_ttr_mean"] - slo], [shi - r["sim_ttr_mean"]]],
+            yerr=[[r["live_ttr_mean"] - lo], [hi - r["live_ttr_mean"]]],
+            fmt="o",
+            capsize=3,
+            label=Path(r["policy"]).stem,
+        )
+    vals = [v for r in res["policies"] for v in (r["sim_ttr_mean"], r["live_ttr_mean"])]
+    a, b = min(vals) * 0.8, max(vals) * 1.2
+    ax.plot([a, b], [a, b], "k--", lw=0.8, label="sim = live")
+    ax.fill_between([a, b], [a * 0.8, b * 0.8], [a * 1.2, b * 1.2], color="grey", alpha=0.15)
+    ax.set_xlabel("simulated mean TTR (s)")
+    ax.set_ylabel("live mean TTR (s)")
+    ax.set_title("sim-to-real gap (band: ±20 %)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -55,7 +55,7 @@ def create_and_start(client: Any, s: spec.ContainerSpec, netns_id: str | None,
 
 
 def up(client: Any, host: str = spec.DEMO_HOST, with_load: bool = True,
-       wait_s: float = 60.0) -> list[str]:
+       wait_s: float = 180.0) -> list[str]:
     """Start the demo host (idempotent: running containers are kept, stopped ones recreated)."""
     ensure_network(client)
     ids: dict[str, str] = {}
@@ -103,8 +103,10 @@ def wait_ready(client: Any, host: str, wait_s: float) -> None:
         try:
             pid = netns_pid(client, host)
             body = json.loads(http_get_in_netns(pid, "http://127.0.0.1:8080/introspect"))
-            if body.get("pool", {}).get("size"):
+            # ready = redis connections pooled and the item index built (the api's warm-up)
+            if body.get("pool", {}).get("size") and body.get("index", {}).get("ready", True):
                 return
+            last = f"api warming up: {body.get('index', {}).get('warmup')}"
         except (LabError, ValueError) as e:
             last = str(e)
         time.sleep(0.5)

@@ -64,5 +64,5 @@ def test_host(lab: Any, tracker: Tracker) -> Iterator[str]:
         cid = demo.create_and_start(lab, s, ids.get(s.netns_of or ""))
         ids[s.name] = cid
         tracker.containers.append(cid)
-    demo.wait_ready(lab, host, 60)
+    demo.wait_ready(lab, host, 180)  # a fresh host seeds its catalogue and builds its index
     yield host

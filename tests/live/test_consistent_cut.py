@@ -1,7 +1,9 @@
 """The consistent cut, proven end to end with plain Engine API calls: freeze the whole host,
-checkpoint each container (Exit=false), remove the originals, restore into NEW containers
-(new pause container, same IP) under a netns lock, and check that the worker's ESTABLISHED
-connection to redis survived (no reconnect, tick counter keeps increasing, dataset present)."""
+checkpoint each container (Exit=false) and read its filesystem diff while frozen, remove the
+originals, restore into NEW containers (new pause container, same IP; the diff unpacked first:
+redis has its append-only file open, and CRIU reopens it at exactly the dumped size) under a
+netns lock, and check that the worker's ESTABLISHED connection to redis survived (no
+reconnect, tick counter keeps increasing, dataset present)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from lab_helpers import Tracker, redis_cli
 
 from persona.capture.cut import Member, consistent_cut, gated_cut, plan_cut
 from persona.capture.docker_engine import DockerEngine, GatedEngine
+from persona.capture.run import snapshot_files
 from persona.lab import demo, engine, spec
+from persona.provision.engine import DockerProvisioner
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -44,13 +48,23 @@ def test_connection_survives_capture_and_restore_into_new_containers(
     assert ticks_before > 0
     assert redis_cli(client, redis, "GET", "demo:worker:reconnects") == ""
 
-    # --- the cut: every container frozen at once, each dumped while frozen, all thawed
+    # --- the cut: every container frozen at once, each dumped while frozen, all thawed; the
+    # filesystem diffs are read inside it (what `persona capture` does)
     ms = members(client, host)
+    cs = demo.host_containers(client, host)
+    info = {c["Id"]: client.inspect_container(c["Id"]) for c in cs}
+    (tmp_path / "fs").mkdir()
+
+    def inside() -> None:
+        snapshot_files(cs, info, tmp_path / "fs")
+
     if route == "engine":
-        cut = consistent_cut(DockerEngine(client), plan_cut(ms), tmp_path / "ck", "c1")
+        cut = consistent_cut(DockerEngine(client), plan_cut(ms), tmp_path / "ck", "c1",
+                             inside=inside)
     else:
         ns = demo.netns_pid(client, host)
-        cut = gated_cut(GatedEngine(client), plan_cut(ms), tmp_path / "ck", "c1", netns_pid=ns)
+        cut = gated_cut(GatedEngine(client), plan_cut(ms), tmp_path / "ck", "c1", inside=inside,
+                        netns_pid=ns)
         assert cut.prepare_ms > 0 and cut.lock_ms > 0 and not list(tmp_path.glob(".gate-*"))
         rules = subprocess.run(["nsenter", "-t", str(ns), "-n", "iptables", "-S", "INPUT"],
                                capture_output=True, text=True, check=True).stdout
@@ -79,6 +93,7 @@ def test_connection_survives_capture_and_restore_into_new_containers(
             host_config=client.create_host_config(**a["host_config"]))["Id"]
         new_ids[role] = cid
         tracker.containers.append(cid)
+        DockerProvisioner(client).extract_fs(cid, tmp_path / "fs" / "filesystem" / f"{s.name}.tar")
         dst = Path("/var/lib/docker/containers") / cid / "checkpoints" / "c1"
         shutil.copytree(tmp_path / "ck" / s.name / "c1", dst)
 

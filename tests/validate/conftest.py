@@ -88,7 +88,7 @@ def live_host(vlab: Any) -> Iterator[LiveHost]:
                 created.clear()
         if host is None:
             pytest.fail("could not start a test host (IP conflicts)")
-        demo.wait_ready(vlab, host.name, 60)
+        demo.wait_ready(vlab, host.name, 180)  # the api builds its item index first
         yield host
     finally:
         for cid in reversed(created):

@@ -1,8 +1,16 @@
 """Demo HTTP API: a pool of persistent redis connections, a config file, an introspection endpoint.
 
-Behaviour depends on state (the redis dataset), config (pool size, work rounds, feature flags)
-and resources (CPU quota: each request hashes ``work_rounds`` times), so a bad restore shows.
-Config is re-read when the file's mtime changes (checked once a second).
+Behaviour depends on state (the redis dataset and the API's in-memory item index), config (pool
+size, work rounds, feature flags) and resources (CPU quota: each request hashes ``work_rounds``
+times), so a bad restore shows. Config is re-read when the file's mtime changes (checked once a
+second).
+
+The item index is what a real service rebuilds at start-up (cache warm-up, derived index): every
+item of the catalogue with its fingerprint (``index_rounds`` sha256 rounds over the value, a
+stand-in for the per-document work of building a search index). It is built from redis when the
+process starts, kept coherent through redis keyspace notifications, and ``/healthz`` answers 503
+until it is complete: a process started fresh is not ready before it has done that work, a
+process restored from a checkpoint has it in memory already.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from resp import Pool
+from resp import Pool, RedisConn, when_loaded
 
 CONFIG_PATH = os.environ.get("DEMO_CONFIG", "/etc/demo/api.json")
 VERSION = "demo-api/1.3.0"
@@ -32,7 +40,11 @@ class State:
         self.pool: Pool | None = None
         self.requests = 0
         self.errors = 0
-        self.hot: dict[str, bytes] = {}
+        self.index: dict[str, tuple[bytes, bytes]] = {}  # item key -> (value, fingerprint)
+        self.index_ready = False
+        self.index_rounds = 0
+        self.dirty: set[str] = set()  # keys changed while the index was being built
+        self.warmup: dict = {"state": "not started"}
         self.reload()
 
     def reload(self) -> None:
@@ -47,7 +59,18 @@ class State:
             self.pool = Pool("127.0.0.1", 6379, int(cfg["pool_size"]), float(cfg["redis_timeout_s"]))
         self.config, self.config_mtime = cfg, st.st_mtime
         self.config_sha = hashlib.sha256(raw).hexdigest()
-        self.hot.clear()
+        rounds = int(cfg.get("index_rounds", 0))
+        if rounds != self.index_rounds:  # the index is derived with these rounds: rebuild it
+            self.index_rounds = rounds
+            if old is not None:
+                threading.Thread(target=build_index, daemon=True).start()
+
+
+def fingerprint(value: bytes, rounds: int) -> bytes:
+    d = value
+    for _ in range(rounds):
+        d = hashlib.sha256(d).digest()
+    return d
 
 
 def wait_for_redis() -> State:
@@ -60,6 +83,95 @@ def wait_for_redis() -> State:
 
 
 S = wait_for_redis()
+
+
+def refresh(key: str) -> None:
+    """Re-read one item after redis said it changed."""
+    pool = S.pool
+    assert pool is not None
+    with pool.conn() as c:
+        value = c.cmd("GET", f"item:{key}")
+    if value is None:
+        S.index.pop(key, None)
+    else:
+        S.index[key] = (value, fingerprint(value, S.index_rounds))
+
+
+def changed(key: str) -> None:
+    with S.lock:
+        if not S.index_ready:
+            S.dirty.add(key)
+            return
+    refresh(key)
+
+
+def build_index() -> None:
+    """Warm-up: every item of the catalogue from redis (SCAN + MGET), fingerprinted."""
+    with S.lock:
+        S.index_ready = False
+    t0, cpu0 = time.monotonic(), time.process_time()
+    S.warmup = {"state": "waiting for the dataset"}
+    c = RedisConn("127.0.0.1", 6379, 30.0)
+    try:
+        deadline = time.monotonic() + 60
+        while not when_loaded(c, "EXISTS", "demo:seeded") and time.monotonic() < deadline:
+            time.sleep(0.1)  # a new host: the worker is seeding the catalogue
+        S.warmup = {"state": "building"}
+        with S.lock:  # the scan reads every change made so far; only later ones are replayed
+            S.dirty.clear()
+        index: dict[str, tuple[bytes, bytes]] = {}
+        cursor = "0"
+        while True:
+            cursor_b, keys = when_loaded(c, "SCAN", cursor, "MATCH", "item:*", "COUNT", 1000)
+            for lo in range(0, len(keys), 500):
+                batch = keys[lo : lo + 500]
+                for k, v in zip(batch, c.cmd("MGET", *batch), strict=True):
+                    if v is not None:
+                        index[k.decode()[len("item:") :]] = (v, fingerprint(v, S.index_rounds))
+            S.warmup = {"state": "building", "items": len(index)}
+            cursor = cursor_b.decode()
+            if cursor == "0":
+                break
+    finally:
+        c.close()
+    S.index.update(index)
+    for k in set(S.index) - set(index):
+        S.index.pop(k, None)
+    while True:  # changes seen while building: apply them, then serve
+        with S.lock:
+            dirty, S.dirty = S.dirty, set()
+            if not dirty:
+                S.index_ready = True
+                break
+        for k in dirty:
+            refresh(k)
+    S.warmup = {
+        "state": "done",
+        "items": len(S.index),
+        "rounds": S.index_rounds,
+        "seconds": round(time.monotonic() - t0, 3),
+        "cpu_seconds": round(time.process_time() - cpu0, 3),
+    }
+
+
+def subscribe() -> None:
+    """Keyspace notifications of item keys -> index updates. A lost subscription may have
+    missed changes: the index is rebuilt after reconnecting."""
+    first = True
+    while True:
+        try:
+            c = RedisConn("127.0.0.1", 6379, 5.0)
+            when_loaded(c, "PSUBSCRIBE", "__keyspace@0__:item:*")
+            c.sock.settimeout(None)
+            if first or S.index_ready:  # (a build still running picks up changes itself)
+                threading.Thread(target=build_index, daemon=True).start()
+            first = False
+            while True:
+                msg = c.read_push()
+                if isinstance(msg, list) and len(msg) == 4 and msg[0] == b"pmessage":
+                    changed(msg[2].decode().split(":", 2)[2])
+        except (OSError, ConnectionError, RuntimeError):
+            time.sleep(0.2)
 
 
 def watch_config() -> None:
@@ -92,7 +204,9 @@ class Handler(BaseHTTPRequestHandler):
             if self.path == "/introspect":
                 return self.introspect()
             if self.path == "/healthz":
-                return self.send_json(200, {"ok": True})
+                if S.index_ready or not S.config.get("features", {}).get("cache_hot_items"):
+                    return self.send_json(200, {"ok": True})
+                return self.send_json(503, {"ok": False, "warmup": S.warmup})
             if self.path.startswith("/item/"):
                 return self.item(self.path[len("/item/") :])
             self.send_json(404, {"error": "unknown path"})
@@ -105,21 +219,24 @@ class Handler(BaseHTTPRequestHandler):
         cfg, pool = S.config, S.pool
         assert pool is not None
         feats = cfg.get("features", {})
-        value = S.hot.get(key) if feats.get("cache_hot_items") else None
-        if value is None:
+        entry = S.index.get(key) if feats.get("cache_hot_items") else None
+        if entry is None:
             with pool.conn() as c:
-                value = c.cmd("GET", f"item:{key}")
+                got = c.cmd("GET", f"item:{key}")
                 c.cmd("INCR", "demo:api:reads")
-            if value is None:
+            if got is None:
                 return self.send_json(404, {"error": f"no item {key}"})
+            entry = (got, fingerprint(got, S.index_rounds))
             if feats.get("cache_hot_items"):
-                S.hot[key] = value
+                S.index.setdefault(key, entry)
+        value, fp = entry
         digest = value
         for _ in range(int(cfg.get("work_rounds", 0))):  # CPU work: latency follows the CPU quota
             digest = hashlib.sha256(digest).digest()
         body = {"key": key, "len": len(value)}
         if feats.get("checksum_responses"):
             body["sha"] = digest.hex()[:16]
+            body["fp"] = fp.hex()[:16]
         self.send_json(200, body)
 
     def introspect(self) -> None:
@@ -137,12 +254,14 @@ class Handler(BaseHTTPRequestHandler):
                 "pool": {"size": pool.size, "in_use": pool.in_use, "waits": pool.waits},
                 "requests": S.requests,
                 "errors": S.errors,
-                "hot_items": len(S.hot),
+                "hot_items": len(S.index),
+                "index": {"ready": S.index_ready, "items": len(S.index), "warmup": S.warmup},
             },
         )
 
 
 if __name__ == "__main__":
     threading.Thread(target=watch_config, daemon=True).start()
+    threading.Thread(target=subscribe, daemon=True).start()
     ThreadingHTTPServer.daemon_threads = True
     ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()

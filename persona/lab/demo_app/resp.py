@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -55,8 +56,25 @@ class RedisConn:
         self.sock.sendall(out)
         return self._reply()
 
+    def read_push(self):
+        """The next message pushed by redis on a (P)SUBSCRIBEd connection (blocks)."""
+        return self._reply()
+
     def close(self) -> None:
         self.sock.close()
+
+
+def when_loaded(conn: RedisConn, *args: object, wait_s: float = 120.0):
+    """``conn.cmd(*args)``, retried while redis answers ``LOADING`` (it is still reading its
+    dataset from disk after a start: a cold start of the host)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return conn.cmd(*args)
+        except RuntimeError as e:
+            if not str(e).startswith("LOADING") or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class Pool:

@@ -5,8 +5,9 @@ i.e. pause container, started; the other containers created, not started). :func
 then follows the plan: filesystem diffs, configuration files, kernel modules (honestly reported
 as not loadable in a container), per process the CPU allocation and the CRIU restore into the
 new container under a netns lock that goes as soon as both ends of every captured connection
-are back, and finally network checks. :func:`cold_start` is the no-persona comparison: the same
-containers started fresh from their images.
+are back, and finally network checks. :func:`cold_start` is the comparison without process
+state: the same containers started fresh from their images plus the captured disk (filesystem
+diffs and configs), so the apps rebuild their memory from disk themselves.
 
 Every step is timed into a :class:`Trace`. Any failure rolls the replacement back (lock rule
 dropped, every created container removed) and raises ``RestoreError`` carrying the trace; the
@@ -492,20 +493,33 @@ def apply_persona(
 
 
 def cold_start(
-    engine: ProvisionEngine, manifest: PersonaManifest, now: Callable[[], float] = time.perf_counter
+    engine: ProvisionEngine,
+    manifest: PersonaManifest,
+    data_dir: Path | None = None,
+    now: Callable[[], float] = time.perf_counter,
+    version: str = "images",
 ) -> Trace:
-    """The comparison method: same containers, same IP, processes started fresh from their
-    images (no memory state, no captured diffs: state is rebuilt by the apps themselves)."""
-    trace = Trace(manifest.host.name, "cold-start", "images", time.time())
-    s = Session(engine, manifest, Path("/nonexistent"), trace, ApplyOptions(), now, cold=True)
+    """The comparison method: the host started from its images and its disk, no process
+    state. Same containers and IP (captured CPU limits); with ``data_dir`` (a fetched persona)
+    each container first gets its captured filesystem diff (the files its processes wrote:
+    e.g. redis's append-only file) and its config files, then every process is started fresh
+    and rebuilds its memory from that disk itself (redis loads its data, the api builds its
+    index). Without ``data_dir``: images only. Nothing is restored from a checkpoint."""
+    trace = Trace(manifest.host.name, "cold-start", version, time.time())
+    data = data_dir if data_dir is not None else Path("/nonexistent")
+    s = Session(engine, manifest, data, trace, ApplyOptions(), now, cold=True)
     try:
         s.provision()
         t = s.clock.rel()
+        if data_dir is not None:  # the disk: filesystem diffs, configs (captured mtimes kept)
+            for c in manifest.components:
+                if c.kind in (ComponentKind.FILESYSTEM, ComponentKind.CONFIG):
+                    s._component(c.name)
         for spec in s.rep.specs[1:]:
 
             def start(rec: StepRecord, cid: str = s.ids[spec.name]) -> str:
                 engine.start(cid)
-                return "started from image"
+                return "started fresh (no checkpoint)"
 
             _record(trace, s.clock, spec.name, "process", "start", start)
         s._network_post()

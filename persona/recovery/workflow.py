@@ -1,5 +1,6 @@
 """The recovery workflow: latest valid persona -> provision -> apply -> validate; on failure
-roll back and retry with the previous version, then a cold start. Every phase is timed.
+roll back and retry with the previous version, then a cold start (the host's images plus the
+newest captured disk, every process started fresh). Every phase is timed.
 
 Pure decisions (:func:`candidates`, :func:`phase_totals`) are separate from the side effects,
 which come in through small protocols: a :class:`~persona.recovery.source.PersonaSource`, a
@@ -69,6 +70,7 @@ class RecoveryOptions:
     cold_fallback: bool = True
     seed: int = 0
     ready_timeout_s: float = 30.0
+    cold_ready_timeout_s: float = 120.0  # a cold start's apps warm up (load data, build indexes)
     adaptive: bool = True
     first_attempt: ApplyOptions = field(default_factory=ApplyOptions)  # fault injection
     injected: bool = False  # first_attempt carries a deliberate fault
@@ -290,8 +292,8 @@ def recover(
             at.phases["retrieve_s"] = now() - t
             # ---- provision + apply
             try:
-                if version is None:
-                    trace = cold_start(engine, manifest)
+                if version is None:  # images + the newest captured disk, processes fresh
+                    trace = cold_start(engine, manifest, data, version=f"disk of {src_version}")
                 else:
                     at.plan = make_plan(manifest, opts.policy, opts.seed, rec)
                     trace = apply_persona(engine, manifest, data, at.plan, version, apply_opts)
@@ -314,7 +316,13 @@ def recover(
             at.phases["provision_s"] = trace.phases.get("provision_s", 0.0)
             t = now()
             try:
-                hooks.wait_ready(host, opts.ready_timeout_s)
+                # a cold start is ready only once its apps rebuilt their memory from disk
+                hooks.wait_ready(
+                    host,
+                    opts.ready_timeout_s
+                    if version is not None
+                    else max(opts.ready_timeout_s, opts.cold_ready_timeout_s),
+                )
             except PersonaError as e:
                 at.phases["apply_s"] = trace.phases.get("apply_s", 0.0) + now() - t
                 at.outcome, at.error = "restore-failed", f"service not ready: {e}"

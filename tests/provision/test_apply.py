@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fakes import FakeEngine, persona_dir
 
-from persona.model import PersonaManifest, load_manifest
+from persona.model import ComponentKind, PersonaManifest, load_manifest
 from persona.provision import plan as P
 from persona.provision.apply import (
     ApplyOptions,
@@ -188,6 +188,42 @@ def test_cold_start_starts_fresh_containers_with_captured_limits(m: PersonaManif
     assert tr.outcome == "ok" and not any(c[0] == "restore" for c in e.calls)
     assert ("create", "persona-rx61-api", "None", "0.5") in e.calls
     assert [c[0] for c in e.calls].count("start") == 4
+
+
+def test_cold_start_from_disk_unpacks_diffs_and_configs_before_fresh_starts(
+    m: PersonaManifest, tmp_path: Path
+) -> None:
+    """The cold start of a host from its images *and its disk*: every captured filesystem diff
+    and config file goes into the new containers (captured mtimes kept), then each process is
+    started fresh; never a CRIU restore."""
+    e = FakeEngine()
+    tr = cold_start(e, m, persona_dir(tmp_path, FIX), version="disk of v1")
+    assert tr.outcome == "ok" and tr.version == "disk of v1"
+    kinds = [c[0] for c in e.calls]
+    assert "restore" not in kinds and "cpu" not in kinds  # limits come with the create
+    extracts = {c[1] for c in e.calls if c[0] == "extract"}
+    fs = [c for c in m.components if c.kind == ComponentKind.FILESYSTEM and c.data]
+    assert len(extracts) == len(fs) > 0
+    cfg = [c for c in m.components if c.kind == ComponentKind.CONFIG and c.data]
+    assert {p for (_ctr, p) in e.files} == {
+        f"/{d.split('/', 2)[2]}" for c in cfg for d in c.data
+    }
+    for (_ctr, path), (mtime, _mode) in e.file_meta.items():
+        want = next(c for c in cfg if any(d.endswith(path) for d in c.data))
+        assert mtime == want.attributes["files"][path].get("mtime_ns")
+    first_start = next(i for i, c in enumerate(e.calls) if c[0] == "start" and "pause" not in c[1])
+    last_disk = max(i for i, c in enumerate(e.calls) if c[0] in ("extract", "write"))
+    assert last_disk < first_start  # the disk is in place before any process starts
+    assert kinds.count("start") == 4
+
+
+def test_cold_start_from_disk_rolls_back_on_a_failed_unpack(
+    m: PersonaManifest, tmp_path: Path
+) -> None:
+    e = FakeEngine(fail_extract_times=5)
+    with pytest.raises(StepFailed, match="disk hiccup"):
+        cold_start(e, m, persona_dir(tmp_path, FIX))
+    assert e.containers == {} and not any(c[0] == "start" and "api" in c[1] for c in e.calls)
 
 
 def test_rollback_on_a_plan_for_another_persona(m: PersonaManifest, tmp_path: Path) -> None:

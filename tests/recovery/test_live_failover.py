@@ -1,5 +1,6 @@
 """Live failover of a demo-shaped host (Docker + CRIU): full failover with a passing verdict,
-a deliberately broken restore that validation catches, and the rollback path.
+a deliberately broken restore that validation catches, the rollback path, and a cold start
+(images + captured disk, fresh processes) that rebuilds its state and validates.
 
 Fixtures come from tests/live/conftest.py (prerequisites checked there, every container
 removed in teardown); each test also fences its host at the end (the replacement carries the
@@ -22,10 +23,11 @@ from persona.recovery.source import StoreSource
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 
-def _run(host: str, store: Path, out: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+def _run(host: str, store: Path, out: Path, *extra: str,
+         policy: str = "critical-path") -> tuple[int, dict[str, Any]]:
     code = 0
     try:
-        main(["failover", "--host", host, "--policy", "critical-path", "--store", str(store),
+        main(["failover", "--host", host, "--policy", policy, "--store", str(store),
               "--inject-failure", "--json", str(out), "--validate-budget", "8",
               "--trace-dir", str(out.parent / "traces"), *extra])
     except SystemExit as e:
@@ -100,3 +102,34 @@ def test_broken_checkpoint_rolls_back_and_leaves_the_store_intact(lab: Any, fenc
         assert sha256_tree(src.fetch(fenced, v, Path(a))) == sha256_tree(src.fetch(fenced, v, Path(b)))
         assert (Path(a) / v / "process").is_dir()
     assert res["attempts"][1]["outcome"] != "restore-failed" or len(res["attempts"]) > 2
+
+
+def test_cold_start_rebuilds_state_from_disk_and_validates(lab: Any, fenced: str,
+                                                           tmp_path: Path) -> None:
+    """Method (a) of the benchmark: the host's images plus its captured disk, processes started
+    fresh. redis reloads its append-only file, the worker carries on from the stored counter, the
+    api rebuilds its item index before it reports ready, and the replacement validates."""
+    from lab_helpers import redis_cli
+
+    from persona.lab import demo
+    redis = f"persona-{fenced}-redis"
+    ticks_before = int(redis_cli(lab, redis, "GET", "demo:worker:ticks"))
+    started_before = demo.introspect(lab, fenced)["started"]
+    code, res = _run(fenced, tmp_path / "store", tmp_path / "fo.json", policy="cold-start")
+    (only,) = res["attempts"]
+    assert only["method"] == "cold-start" and only["warm"] is None
+    steps = json.loads(Path(only["trace"]).read_text())["steps"]
+    assert not [s for s in steps if s["action"] == "CRIU restore"]
+    unpacked = [s for s in steps if s["kind"] == "filesystem" and s["outcome"] == "ok"]
+    assert any("redis" in s["detail"] for s in unpacked), unpacked
+    assert res["validated"] and code == 0, \
+        f"verdict: {[(a['outcome'], a['error']) for a in res['attempts']]}"
+    state = next(m for m in res["verdict"]["metrics"] if m["name"] == "state")
+    assert state["passed"] and state["evidence"]["fields_compared"] > 0
+    # fresh processes, state from disk: not a restore of memory, not an empty start
+    intro = demo.introspect(lab, fenced)
+    assert intro["started"] != started_before and intro["index"]["ready"]
+    assert intro["index"]["warmup"]["items"] >= 10000  # the whole catalogue, rebuilt
+    assert int(redis_cli(lab, redis, "GET", "demo:worker:ticks")) > ticks_before
+    info = redis_cli(lab, redis, "INFO", "persistence")
+    assert "aof_enabled:1" in info and "loading:0" in info

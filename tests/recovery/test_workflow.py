@@ -63,8 +63,10 @@ class FakeHooks:
     throttled: float = 0.0
     validated: list[str] = field(default_factory=list)
     cpu_calls: int = 0
+    ready_timeouts: list[float] = field(default_factory=list)
 
     def wait_ready(self, host: str, timeout_s: float) -> None:
+        self.ready_timeouts.append(timeout_s)
         self.clock[0] += 0.5
 
     def prove_warm(self, manifest: PersonaManifest) -> WarmProof:
@@ -144,6 +146,23 @@ def test_restore_failures_fall_back_to_a_cold_start(src: FakeSource) -> None:
         ("persona", "restore-failed"), ("persona", "restore-failed"), ("cold-start", "validated")]
     assert res.validated and not res.warm
     assert not any(c[0] == "restore" for c in e.calls[-12:] if c[1] != "persona-rx61-redis")
+
+
+def test_a_cold_start_gets_the_newest_disk_and_time_to_warm_up(src: FakeSource) -> None:
+    """The cold start is the images plus the newest captured disk (its filesystem diffs and
+    configs unpacked, processes started fresh), and its readiness wait covers the apps'
+    warm-up (data load, index build), which a restore from a checkpoint does not have."""
+    clock = [0.0]
+    e = FakeEngine()
+    hooks = FakeHooks([True], clock)
+    res = recover("rx61", src, e, hooks, RecoveryOptions(policy="cold-start"), 0.0,
+                  now=lambda: clock[0])
+    (at,) = res.attempts
+    assert at.method == "cold-start" and at.outcome == "validated" and res.validated
+    assert at.trace is not None and at.trace.version == "disk of 3" and src.fetched == ["3"]
+    assert any(c[0] == "extract" for c in e.calls) and not any(c[0] == "restore" for c in e.calls)
+    assert hooks.ready_timeouts == [RecoveryOptions().cold_ready_timeout_s]
+    assert RecoveryOptions().cold_ready_timeout_s > RecoveryOptions().ready_timeout_s
 
 
 def test_nothing_validates_reports_failure_with_every_attempt(src: FakeSource) -> None:

@@ -1,7 +1,8 @@
 """``persona bench failover``: time to recovery from an injected kill to validated service, by
 method, side by side in one run (method order rotated per repetition).
 
-Methods: ``cold-start`` (containers from their images, state rebuilt by the apps),
+Methods: ``cold-start`` (containers from their images plus the newest captured disk, every
+process started fresh: redis loads its append-only file, the api rebuilds its item index),
 ``captured-order`` (every component in captured order), ``critical-path`` (the heuristic),
 ``policy`` (an exported ONNX policy through persona.restorer; skipped, and said so, when no
 policy file exists). Each repetition brings up a fresh demo-shaped host on its own name and IP;
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import shutil
 import statistics
@@ -67,6 +69,7 @@ def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "errors": [s.get("error") for s in samples if s.get("error")],
         "failures": [f for s in samples for f in s.get("failures", [])],
         "attempt_warm": [w for s in samples for w in s.get("attempt_warm", [])],
+        "loadavg_1m": [s.get("loadavg", [None])[0] for s in samples],
     }
 
 
@@ -86,6 +89,12 @@ def judge_targets(methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
         cold, warm = med(COLD, k), med("critical-path", k)
         out[f"cold_over_warm_{k}"] = round(cold / warm, 3) if cold and warm else None
     out["warm_2x_faster"] = (out["cold_over_warm_ttr_median_s"] or 0) >= 2.0
+    cold = med(COLD, "ttr_median_s")
+    out["cold_over_method_ttr"] = {
+        m: round(cold / w, 3)
+        for m in methods
+        if m != COLD and cold and (w := med(m, "ttr_median_s"))
+    }
     pol, heur = (
         med("policy", "ttr_median_s"),
         [med(m, "ttr_median_s") for m in (CAPTURED_ORDER, "critical-path")],
@@ -142,6 +151,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     pol_file = find_policy(cfg.policy_file)
     methods = [m for m in METHODS if m != "policy" or pol_file]
     work = Path(tempfile.mkdtemp(prefix="persona-bench-failover-"))
+    load_start = [round(x, 2) for x in os.getloadavg()]
     store = str(work / "store")
     samples: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     hosts: list[str] = []
@@ -152,7 +162,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             ids: dict[str, str] = {}
             for s in spec.demo_specs(host, ip=cfg.ip, with_load=False):
                 ids[s.name] = demo.create_and_start(client, s, ids.get(s.netns_of or ""))
-            demo.wait_ready(client, host, 60)
+            demo.wait_ready(client, host, 180)
             order = methods[r % len(methods) :] + methods[: r % len(methods)]
             for m in order:
                 # the baseline is the host as it is right before this failure: the previous
@@ -174,6 +184,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                     adaptive=False,
                 )
                 t = time.monotonic()
+                load = [round(x, 2) for x in os.getloadavg()]
                 try:
                     res = live.failover(client, host, source, manifest, hooks, ropts, inject=True)
                     ph = res.phases
@@ -191,6 +202,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                             "score": res.verdict.get("score"),
                             "attempt_warm": [a.warm.warm for a in res.attempts if a.warm],
                             "failures": [a.error for a in res.attempts if a.error],
+                            "loadavg": load,
                         }
                     )
                 except PersonaError as e:
@@ -204,12 +216,13 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                             "phases": {},
                             "error": str(e),
                             "wall_s": time.monotonic() - t,
+                            "loadavg": load,
                         }
                     )
                 if not demo.host_containers(client, host):  # nothing runs: start it again
                     for s in spec.demo_specs(host, ip=cfg.ip, with_load=False):
                         ids[s.name] = demo.create_and_start(client, s, ids.get(s.netns_of or ""))
-                    demo.wait_ready(client, host, 60)
+                    demo.wait_ready(client, host, 180)
             fence_host(client, host)
     finally:
         for h in hosts:
@@ -221,9 +234,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "config": {**asdict(cfg), "out": str(cfg.out), "policy_file": pol_file},
         "methods": by_method,
         "targets": judge_targets(by_method),
+        "loadavg_start": load_start,
     }
     if pol_file is None:
         out["note"] = "no exported policy (*.onnx) found: the 'policy' method was not run"
+    out["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     p = plot(by_method, cfg.out.with_suffix(".png"))
     out["plot"] = str(p) if p else None

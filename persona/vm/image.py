@@ -32,7 +32,9 @@ from persona.vm import guest
 CACHE = Path(os.environ.get("PERSONA_VM_CACHE", "/var/cache/persona/vm"))
 KERNEL_META = "linux-image-cloud-amd64"
 BUSYBOX_PKG = "busybox-static"
-BUILDER_VERSION = "3"
+BUILDER_VERSION = "4"
+SERVICE_SRC = Path(__file__).with_name("service.c")  # the VM host's service (vmkv)
+SERVICE_PATH = "bin/vmkv"  # where the image carries it
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -177,6 +179,44 @@ def ensure_qemu(install: bool = True) -> str:
     return qemu
 
 
+def ensure_compiler(install: bool = True) -> str:
+    """The path of gcc able to link statically (Debian's ``gcc`` + ``libc6-dev``); installs them
+    when missing and we are root. Raises VmError with the fixing command otherwise."""
+    fix = "apt-get install --no-install-recommends gcc libc6-dev"
+    gcc = shutil.which("gcc")
+    if gcc and Path("/usr/lib/x86_64-linux-gnu/libc.a").exists():
+        return gcc
+    if not install or os.geteuid() != 0:
+        raise VmError(f"gcc with a static libc is missing; run as root: {fix}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "gcc", "libc6-dev"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    if r.returncode != 0:  # stale package lists on a fresh machine: update once, retry
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300)
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    gcc = shutil.which("gcc")
+    if r.returncode != 0 or not gcc:
+        raise VmError(f"installing gcc failed: {r.stderr.strip()[-400:]}; try: {fix}")
+    return gcc
+
+
+def build_service(cache: Path = CACHE) -> tuple[str, bytes]:
+    """(recipe id, static binary) of the VM host's service, compiled from ``service.c`` with
+    Debian's gcc and cached under ``cache/service/<hash>/vmkv`` (the guest has no libc)."""
+    src = SERVICE_SRC.read_bytes()
+    gcc = ensure_compiler()
+    version = _run([gcc, "-dumpfullversion"], "gcc -dumpfullversion").strip()
+    key = hashlib.sha256(src + version.encode()).hexdigest()[:16]
+    out = cache / "service" / key / "vmkv"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(".vmkv.tmp")
+        _run([gcc, "-static", "-O2", "-Wall", "-o", str(tmp), str(SERVICE_SRC)],
+             "compiling the VM host's service (persona/vm/service.c)")
+        tmp.rename(out)
+    return f"{key} gcc {version}", out.read_bytes()
+
+
 def resolve_kernel_package() -> str:
     """The versioned package the cloud-kernel metapackage points at (apt's candidate)."""
     out = _run(["apt-cache", "depends", "--important", KERNEL_META], "apt-cache depends")
@@ -279,7 +319,8 @@ def build_image(modules: Iterable[str], cache: Path = CACHE, kernel_package: str
     ktree = fetch_package(kpkg, cache)
     btree = fetch_package(BUSYBOX_PKG, cache)
     criu_version, criu = criu_files() if with_criu else ("", {})
-    parts = {"kernel": (ktree / ".unpacked").read_text().strip(),
+    service_id, service = build_service(cache)
+    parts = {"service": service_id, "kernel": (ktree / ".unpacked").read_text().strip(),
              "busybox": (btree / ".unpacked").read_text().strip(),
              "modules": ",".join(wanted), "init": guest.INIT, "agent": guest.AGENT,
              "builder": BUILDER_VERSION, "criu": criu_version or "none"}
@@ -309,6 +350,7 @@ def build_image(modules: Iterable[str], cache: Path = CACHE, kernel_package: str
         "init": (0o100755, guest.INIT.encode()),
         "bin/busybox": (0o100755, busybox.read_bytes()),
         "etc/persona/agent.sh": (0o100755, guest.AGENT.encode()),
+        SERVICE_PATH: (0o100755, service),
         "etc/passwd": (0o100644, b"root:x:0:0:root:/root:/bin/sh\n"),
         "etc/group": (0o100644, b"root:x:0:\n"),
     }

@@ -29,6 +29,7 @@ class Step:
     action: str
     seconds: float
     detail: str
+    started: float = 0.0  # time.monotonic() when the step began
 
 
 @dataclass
@@ -128,7 +129,8 @@ def apply_vm(g: Guest, m: PersonaManifest, data_dir: Path,
                     raise RestoreError(f"{name}: {path} has sha256 {out.detail[:12]} in the "
                                        f"replacement, captured {meta['sha256'][:12]}")
             tr.steps.append(Step(name, c.kind.value, "write + verify files",
-                                 round(time.monotonic() - t, 3), f"{len(a.get('files', {}))} files"))
+                                 round(time.monotonic() - t, 3), f"{len(a.get('files', {}))} files",
+                                 t))
             continue
         elif c.kind == ComponentKind.PROCESS:
             limits = a.get("cgroup_limits", {})
@@ -139,7 +141,8 @@ def apply_vm(g: Guest, m: PersonaManifest, data_dir: Path,
                 if r.rc == 0:
                     tr.steps.append(Step(name, c.kind.value,
                                          f"warm: CRIU restore into cgroup (plan level {st.level})",
-                                         round(time.monotonic() - t, 3), r.text.strip()[:200]))
+                                         round(time.monotonic() - t, 3), r.text.strip()[:200],
+                                         t))
                     continue
                 why_cold = ("CRIU restore failed: "
                             + r.stderr.decode("utf-8", "replace").strip()[-200:])
@@ -159,7 +162,7 @@ def _run(g: Guest, name: str, kind: ComponentKind, action: str, script: str, t: 
     if r.rc != 0:
         err = r.stderr.decode("utf-8", "replace").strip()[-300:]
         raise RestoreError(f"{name}: {action} failed in {g.name} (exit {r.rc}): {err}")
-    return Step(name, kind.value, action, round(time.monotonic() - t, 3), r.text.strip()[:200])
+    return Step(name, kind.value, action, round(time.monotonic() - t, 3), r.text.strip()[:200], t)
 
 
 # ---------------------------------------------------------------- verification (pure)
@@ -193,7 +196,8 @@ def compare(orig: PersonaManifest, repl: PersonaManifest) -> list[str]:
         except KeyError:
             return None
 
-    checks = [("network", "addresses"), ("network", "links"), ("network", "routes"), ("network", "listening"),
+    checks = [("network", "addresses"), ("network", "links"), ("network", "drivers"),
+              ("network", "routes"), ("network", "listening"),
               ("sysctl", "sysctls"), ("rootfs.filesystem", "added"),
               ("rootfs.filesystem", "changed"), ("rootfs.filesystem", "deleted"),
               ("rootfs.filesystem", "sha256"), ("rootfs.filesystem", "runtime_dirs"), ("demo.config", "files"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import tarfile
 import tempfile
 import time
@@ -36,6 +37,7 @@ from persona.model import (
 from persona.vm import guest as g_files
 from persona.vm.host import TREE_ROOT, Guest, criu_dump_script
 
+SAMPLE_ITEMS = 5  # items of the service whose answers the capture records (warm proof)
 # what the guest's CRIU needs from the kernel (its feature probe, socket collection)
 CRIU_KMODS = ("kmod.nf_tables", "kmod.inet_diag", "kmod.tcp_diag")
 
@@ -48,6 +50,13 @@ for m in $(cut -d' ' -f1 /proc/modules); do
     v=$(cat "$p" 2>/dev/null) || continue
     printf '%s\t%s\t%s\n' "$m" "${p##*/}" "$v"
   done
+done
+"""
+
+# interface -> the module of its device's driver ('' for virtual interfaces such as dummy0)
+IFACE_DRIVERS_SCRIPT = r"""for i in $(ls /sys/class/net); do
+  m=$(readlink /sys/class/net/$i/device/driver/module 2>/dev/null)
+  printf '%s\t%s\n' "$i" "${m##*/}"
 done
 """
 
@@ -142,6 +151,14 @@ def cpu_rate(text: str) -> tuple[float, float]:
     return max(0.0, (u2 - u1) / 1e6 / (t2 - t1)), t2 - t1
 
 
+def json_or_empty(text: str) -> dict[str, Any]:
+    try:
+        v = json.loads(text)
+    except ValueError:
+        return {}
+    return v if isinstance(v, dict) else {}
+
+
 def parse_kv(text: str) -> dict[str, str]:
     """'key<TAB>value' lines."""
     out = {}
@@ -150,6 +167,18 @@ def parse_kv(text: str) -> dict[str, str]:
         if sep:
             out[k] = v
     return out
+
+
+def iface_modules(ifaces: list[str], drivers: Mapping[str, str], have: set[str],
+                  ) -> tuple[str, ...]:
+    """The kernel-module components the interfaces need: the driver module of a device
+    (eth0 -> virtio_net), else the interface kind by name (dummy0 -> dummy), when captured."""
+    out: list[str] = []
+    for i in ifaces:
+        m = f"kmod.{drivers.get(i) or i.rstrip('0123456789')}"
+        if m in have and m not in out:
+            out.append(m)
+    return tuple(out)
 
 
 # ---------------------------------------------------------------- capture
@@ -162,8 +191,12 @@ class VmCapture:
 
 def capture_vm(g: Guest, out_dir: Path, config_paths: tuple[str, ...], cgroup: str,
                sysctls: tuple[str, ...], vm_labels: Mapping[str, str] | None = None,
-               window_s: float = 1.0) -> VmCapture:
-    """Capture the guest's persona into ``out_dir`` (manifest.json + data files)."""
+               window_s: float = 1.0, service_url: str | None = None) -> VmCapture:
+    """Capture the guest's persona into ``out_dir`` (manifest.json + data files).
+    ``service_url``: the service's base URL; its ``/introspect`` (pid, counters) and the answers
+    for items ``0..SAMPLE_ITEMS-1`` are fetched inside the guest just before the CRIU dump and go
+    into the process component (``service``), which a warm proof compares with the
+    replacement's."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tm: dict[str, float] = {}
     t_all = time.monotonic()
@@ -180,6 +213,7 @@ def capture_vm(g: Guest, out_dir: Path, config_paths: tuple[str, ...], cgroup: s
     # network
     addr = parse_ip_addr(step("addresses", "ip -o addr"))
     macs = parse_ip_link(step("links", "ip -o link"))
+    drivers = parse_kv(step("iface_drivers", IFACE_DRIVERS_SCRIPT))
     routes = parse.parse_proc_net_route(step("routes", "cat /proc/net/route"))
     tcp = parse.parse_proc_net_tcp(step("tcp", "cat /proc/net/tcp"))
     # sysctls and config files
@@ -229,6 +263,11 @@ def capture_vm(g: Guest, out_dir: Path, config_paths: tuple[str, ...], cgroup: s
     # process memory through the guest's own CRIU, when the image has it
     criu: dict[str, Any] = {}
     pdata: tuple[str, ...] = ()
+    service: dict[str, Any] = {}
+    if service_url:
+        service = json_or_empty(g.run(f"wget -q -O - {service_url}/introspect", 20).text)
+        service["items"] = {str(k): json_or_empty(g.run(
+            f"wget -q -O - {service_url}/item/{k}", 20).text) for k in range(SAMPLE_ITEMS)}
     has = g.run("command -v criu && criu --version | sed -n 's/^Version: //p'").text.split()
     if len(has) < 2:
         state = ("cold-start: the guest image has no CRIU (built without it, or the lab's CRIU 4.2 was "
@@ -261,9 +300,8 @@ def capture_vm(g: Guest, out_dir: Path, config_paths: tuple[str, ...], cgroup: s
     ifaces = sorted({a["iface"] for a in addr if a["iface"] != "lo"})
     comps.append(Component(
         name="network", kind=ComponentKind.NETWORK, size_bytes=0, role="system",
-        depends_on=tuple(f"kmod.{i.rstrip('0123456789')}" for i in ifaces
-                         if f"kmod.{i.rstrip('0123456789')}" in have),
-        attributes={"addresses": addr, "links": macs,
+        depends_on=iface_modules(ifaces, drivers, have),
+        attributes={"addresses": addr, "links": macs, "drivers": drivers,
                     "routes": [r.__dict__ for r in routes],
                     "listening": [f"{s.local}:{s.local_port}" for s in tcp if s.state == "LISTEN"],
                     "established": [f"{s.local}:{s.local_port}->{s.remote}:{s.remote_port}"
@@ -309,6 +347,8 @@ def capture_vm(g: Guest, out_dir: Path, config_paths: tuple[str, ...], cgroup: s
             memory_limit_bytes=int(mem_lim) if mem_lim.isdigit() else None),
         data=pdata,
         attributes={"cmdline": cmdline, "cgroup": cgroup, "pids": pids, "criu": criu,
+                    "service": {k: service[k] for k in ("version", "pid", "requests",
+                                                        "mutations", "items") if k in service},
                     "cgroup_limits": {k: cgv[k].strip() for k in ("cpu.max", "memory.max",
                                                                   "pids.max") if k in cgv},
                     "cpu_stat": cgv.get("cpu.stat", "").strip(),

@@ -1,11 +1,13 @@
 """The lab's VM host: what the original guest runs, and the narrow guest protocol.
 
 ``VM_HOST`` is the original: cloud-kernel modules loaded in a known order with non-default
-parameters (defaults measured with ``persona vm defaults``, see docs/vm.md), a ``dummy``
-interface holding a project-owned address (10.78.0.2/24, nothing leaves the guest: the VM
-has no network device), a sysctl that only exists once ``nf_conntrack`` is loaded, config
-files, a state file, and a small service (busybox ``httpd`` on 10.78.0.2:8080) inside a
-cgroup v2 group with CPU, memory and pids limits.
+parameters (defaults measured with ``persona vm defaults``, see docs/vm.md) - among them the
+virtio stack that drives its NIC -, its address on that NIC (10.78.0.2/24 on the project's
+bridge, :mod:`persona.vm.net`), a ``dummy`` interface with a guest-internal address and route,
+a sysctl that only exists once ``nf_conntrack`` is loaded, config files, a state file, and a
+service inside a cgroup v2 group with CPU, memory and pids limits: ``vmkv`` (``service.c``, an
+HTTP key-value API on 10.78.0.2:8080 whose data lives only in its memory, which the Behavioural
+Validation Suite checks from the host) plus a shell counter.
 
 :func:`setup_original` builds that state through the guest agent. The replacement never runs
 it: it gets the persona through :mod:`persona.vm.apply` from what was captured.
@@ -39,7 +41,8 @@ class ModuleSpec:
 class VmHostSpec:
     name: str
     modules: tuple[ModuleSpec, ...]
-    address: str  # CIDR on dummy0
+    address: str  # CIDR on the NIC (eth0, virtio_net): where the service listens
+    dummy_address: str  # CIDR on dummy0 (guest-internal)
     routes: tuple[tuple[str, str], ...]  # (destination CIDR, gateway) via dummy0
     sysctls: Mapping[str, str]
     config_files: Mapping[str, str]  # path -> content
@@ -49,13 +52,18 @@ class VmHostSpec:
     cgroup_limits: Mapping[str, str]  # cgroup v2 file -> value
 
 
-# The service: httpd, plus an in-memory counter written to /run/demo/count every 0.2 s (a warm
-# restore continues the count, a cold start begins again at 1; /run is not in the fs diff).
-SERVICE = """mkdir -p /run/demo
-httpd -f -p 10.78.0.2:8080 -h /srv/www -c /etc/demo/httpd.conf &
+SERVICE_PORT = 8080
+# The service: vmkv (its items live in its memory), plus an in-memory counter written to
+# /run/demo/count every 0.2 s (a warm restore continues the count, a cold start begins again
+# at 1; /run is not in the fs diff).
+SERVICE = f"""mkdir -p /run/demo
+vmkv 10.78.0.2 {SERVICE_PORT} /etc/demo/app.conf &
 n=0
 while true; do n=$((n + 1)); echo $n > /run/demo/count; sleep 0.2; done
 """
+# the NIC's driver and what it needs, in a valid load order
+NIC_MODULES = ("virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
+               "virtio_pci", "failover", "net_failover", "virtio_net")
 
 VM_HOST = VmHostSpec(
     name="vmhost",
@@ -72,20 +80,31 @@ VM_HOST = VmHostSpec(
         ModuleSpec("nf_tables"),  # CRIU's kernel-feature probe needs nftables over netlink
         ModuleSpec("inet_diag"),  # CRIU reads the service's TCP sockets through sock_diag
         ModuleSpec("tcp_diag"),
+        *(ModuleSpec(m) for m in NIC_MODULES),
     ),
     address="10.78.0.2/24",
-    routes=(("10.78.1.0/24", "10.78.0.1"),),
+    dummy_address="10.78.1.2/24",
+    routes=(("10.78.2.0/24", "10.78.1.1"),),
     sysctls={"net.netfilter.nf_conntrack_max": "5000"},
     config_files={
-        "/etc/demo/httpd.conf": "A:127.0.0.1\nA:10.78.0.0/24\nD:*\n.txt:text/plain\n",
-        "/etc/demo/app.conf": "greeting=hello from the persona vm host\nworkers=3\n",
+        "/etc/demo/app.conf": ("greeting=hello from the persona vm host\nitems=2000\n"
+                               "value_bytes=32\nwork_rounds=40\nmutate_ms=0\n"
+                               "checksum_responses=1\n"),
         "/etc/demo/service.sh": SERVICE,
     },
     state_files={"/var/lib/demo/state.txt": "orders=42\nlast=2026-11-28\n"},
     service_cmd="sh /etc/demo/service.sh",
     cgroup="demo",
-    cgroup_limits={"cpu.max": "20000 100000", "memory.max": "67108864", "pids.max": "32"},
+    cgroup_limits={"cpu.max": "90000 100000", "memory.max": "67108864", "pids.max": "32"},
 )
+
+
+def service_ip(spec: VmHostSpec) -> str:
+    return spec.address.split("/")[0]
+
+
+def service_url(spec: VmHostSpec) -> str:
+    return f"http://{service_ip(spec)}:{SERVICE_PORT}"
 
 
 def module_names(spec: VmHostSpec) -> list[str]:
@@ -145,15 +164,16 @@ def setup_original(g: Guest, spec: VmHostSpec, module_paths: Mapping[str, str]) 
     script = ["set -e"]
     for m in spec.modules:
         script.append(insmod_line(module_paths[m.name], m.params))
-    script += [f"ip addr add {spec.address} dev dummy0", "ip link set dummy0 up"]
+    script += [f"ip addr add {spec.address} dev eth0", "ip link set eth0 up",
+               f"ip addr add {spec.dummy_address} dev dummy0", "ip link set dummy0 up"]
     script += [f"ip route add {dst} via {gw} dev dummy0" for dst, gw in spec.routes]
     script += [f"sysctl -w {k}={v}" for k, v in spec.sysctls.items()]
     for path, text in {**spec.config_files, **spec.state_files}.items():
         d = path.rsplit("/", 1)[0]
         script.append(f"mkdir -p {d} && printf '%s' '{text}' > {path}")
-    script += ["mkdir -p /srv/www",
-               "sed -n 's/^greeting=//p' /etc/demo/app.conf > /srv/www/index.html",
-               "rm -f /etc/group",  # a deletion for the filesystem diff
+    script += ["rm -f /etc/group",  # a deletion for the filesystem diff
                start_in_cgroup(spec.cgroup, spec.cgroup_limits, spec.service_cmd),
-               "sleep 0.3", f"wget -q -O /dev/null http://{spec.address.split('/')[0]}:8080/"]
+               f"for i in $(seq 50); do wget -q -O /dev/null {service_url(spec)}/healthz "
+               "&& break; sleep 0.1; done",
+               f"wget -q -O /dev/null {service_url(spec)}/healthz"]
     g.run("\n".join(script), timeout=60).check("setting up the VM host")

@@ -1,8 +1,9 @@
 """QEMU guests: argv (pure), boot, the agent channel, shutdown, and a bounded KVM probe.
 
 A guest is ``qemu-system-x86_64 -M pc`` booting the image's kernel and initramfs directly
-(``-kernel``/``-initrd``), no disk, no network device (``-nic none``: the guest's network is its
-own loopback and a ``dummy`` interface with project-owned addresses), two ISA serial ports:
+(``-kernel``/``-initrd``), no disk; without a tap no network device (``-nic none``), with one a
+virtio-net NIC on that tap (a port of the project's bridge, :mod:`persona.vm.net`; the guest
+drives it only once it loads ``virtio_net``), two ISA serial ports:
 ttyS0 -> ``console.log``, ttyS1 -> a unix socket for the agent (:mod:`persona.vm.protocol`).
 Every guest has its own temp folder; :meth:`Vm.close` ends the QEMU process it started (by pid)
 and removes the folder.
@@ -40,6 +41,17 @@ class VmConfig:
     cpus: int = 1
     accel: str = "tcg"  # tcg | kvm
     boot_timeout_s: float = 60.0
+    tap: str | None = None  # a tap on the VM bridge (persona.vm.net): the guest gets a NIC
+    mac: str = ""
+
+
+def nic_argv(cfg: VmConfig) -> list[str]:
+    if cfg.tap is None:
+        return ["-nic", "none"]
+    # romfile= : no PXE option ROM (the guest boots from -kernel; ipxe ROMs may be absent)
+    return ["-netdev", f"tap,id=net0,ifname={cfg.tap},script=no,downscript=no",
+            "-device", "virtio-net-pci,netdev=net0,romfile=" + (f",mac={cfg.mac}" if cfg.mac
+                                                                    else "")]
 
 
 def qemu_argv(image: Image, cfg: VmConfig, workdir: Path, qemu: str = QEMU) -> list[str]:
@@ -48,7 +60,7 @@ def qemu_argv(image: Image, cfg: VmConfig, workdir: Path, qemu: str = QEMU) -> l
     return [
         qemu, "-name", cfg.name, "-accel", cfg.accel, "-M", "pc", "-m", str(cfg.memory_mb),
         "-smp", str(cfg.cpus), "-nodefaults", "-no-user-config", "-display", "none",
-        "-no-reboot", "-nic", "none",
+        "-no-reboot", *nic_argv(cfg),
         "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", append,
         "-serial", f"file:{workdir / 'console.log'}",
         "-chardev", f"socket,id=agent,path={workdir / 'agent.sock'},server=on,wait=off",

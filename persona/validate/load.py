@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import time
 import urllib.parse
@@ -20,8 +21,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from persona.detect.probes import check_address
+from persona.detect.probes import LAB_SUBNETS, check_address
 from persona.errors import ValidationError
+
+# where validation traffic may go: the container lab's network and the VM lab's bridge
+# (persona.vm.net.SUBNET), both created by the project; plus loopback (check_address)
+VALIDATION_SUBNETS = (*LAB_SUBNETS, ipaddress.ip_network("10.78.0.0/24"))
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,7 @@ class Endpoint:
         if u.scheme != "http" or not u.hostname:
             raise ValidationError(f"api_url must be http://IP:PORT, got {api_url!r}")
         try:
-            check_address(u.hostname)
+            check_address(u.hostname, VALIDATION_SUBNETS)
         except Exception as e:
             raise ValidationError(str(e)) from e
         return Endpoint(u.hostname, u.port or 80)

@@ -7,11 +7,13 @@ and ``Verdict.write`` (which delegates to :mod:`persona.validate.report`).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from persona.capture.parse import TcpSocket
 from persona.errors import ValidationError
 
 BASELINE_FORMAT = "persona.validate.baseline/1"
@@ -27,6 +29,9 @@ class Target:
     ``redis``: ``(ip, port)`` of its redis if reachable from here (None: not validated).
     ``netns_pid``: a pid inside the host's network namespace (reads its connection table).
     ``corpus_items``: how many item keys the functional corpus may draw from.
+    ``sockets``: for a host whose sockets are not in a namespace of this machine (a VM guest):
+    reads its TCP table (``/proc/net/tcp{,6}`` rows) another way, e.g. through the guest's
+    agent; used instead of ``netns_pid``. Not serialised.
     """
 
     host: str
@@ -34,11 +39,18 @@ class Target:
     redis: tuple[str, int] | None = None
     netns_pid: int | None = None
     corpus_items: int = 2000
+    sockets: Callable[[], Sequence[TcpSocket]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["redis"] = list(self.redis) if self.redis else None
-        return d
+        return {
+            "host": self.host,
+            "api_url": self.api_url,
+            "redis": list(self.redis) if self.redis else None,
+            "netns_pid": self.netns_pid,
+            "corpus_items": self.corpus_items,
+        }
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Target:

@@ -69,6 +69,8 @@ def _fields(c: list[dict[str, str]], raw: list[tuple[int, bytes]]) -> list[dict[
 
 
 def _conn_table(target: Target) -> dict[str, Any] | None:
+    if target.sockets is not None:
+        return conntable.normalise(target.sockets())
     if target.netns_pid is None:
         return None
     return conntable.normalise(conntable.read_sockets(target.netns_pid))

@@ -26,7 +26,7 @@ from typing import Any
 
 from persona.errors import PersonaError, RestoreError
 from persona.model import ComponentKind, PersonaManifest
-from persona.provision.engine import ProvisionEngine
+from persona.provision.engine import HostEngine, ProvisionEngine
 from persona.provision.plan import (
     Plan,
     Replacement,
@@ -471,6 +471,8 @@ def apply_persona(
     now: Callable[[], float] = time.perf_counter,
 ) -> Trace:
     """Provision a replacement and apply ``plan``. On failure: roll back, raise ``StepFailed``."""
+    if isinstance(engine, HostEngine):  # builds whole hosts (VMs): same contract, its own steps
+        return engine.apply_persona(manifest, data_dir, plan, version, opts or ApplyOptions())
     trace = Trace(manifest.host.name, plan.policy, version, time.time())
     s = Session(engine, manifest, data_dir, trace, opts or ApplyOptions(), now)
     try:
@@ -505,6 +507,8 @@ def cold_start(
     e.g. redis's append-only file) and its config files, then every process is started fresh
     and rebuilds its memory from that disk itself (redis loads its data, the api builds its
     index). Without ``data_dir``: images only. Nothing is restored from a checkpoint."""
+    if isinstance(engine, HostEngine):
+        return engine.cold_start(manifest, data_dir, version)
     trace = Trace(manifest.host.name, "cold-start", version, time.time())
     data = data_dir if data_dir is not None else Path("/nonexistent")
     s = Session(engine, manifest, data, trace, ApplyOptions(), now, cold=True)
@@ -537,6 +541,9 @@ def cold_start(
 
 def remove_replacement(engine: ProvisionEngine, trace: Trace) -> None:
     """Remove a replacement built earlier (a restore that failed *validation*)."""
+    if isinstance(engine, HostEngine):
+        engine.remove_replacement(trace)
+        return
     for cid in reversed(list(trace.containers.values())):
         engine.remove(cid)
     trace.rolled_back = True

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import tarfile
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from persona.capture import parse
 from persona.errors import LabError, RestoreError
@@ -45,6 +45,34 @@ class ProvisionEngine(Protocol):
     def addresses(self, pid: int) -> list[str]: ...
     def listening(self, pid: int) -> set[str]: ...
     def kernel_modules(self) -> tuple[bool, str]: ...
+
+
+if TYPE_CHECKING:
+    from persona.model import PersonaManifest
+    from persona.provision.apply import ApplyOptions, Trace
+    from persona.provision.plan import Plan
+
+
+@runtime_checkable
+class HostEngine(Protocol):
+    """A provisioner that builds a whole replacement host itself (a VM: boot a guest, apply the
+    persona inside it) instead of one container operation per step. ``apply_persona``,
+    ``cold_start`` and ``remove_replacement`` of :mod:`persona.provision.apply` hand such an
+    engine the whole job, so the recovery workflow drives both kinds through the same calls.
+    Same contract: a failure rolls the replacement back and raises ``StepFailed`` with the trace."""
+
+    def apply_persona(
+        self,
+        manifest: PersonaManifest,
+        data_dir: Path,
+        plan: Plan,
+        version: str,
+        opts: ApplyOptions,
+    ) -> Trace: ...
+    def cold_start(
+        self, manifest: PersonaManifest, data_dir: Path | None, version: str
+    ) -> Trace: ...
+    def remove_replacement(self, trace: Trace) -> None: ...
 
 
 def _run(cmd: list[str], what: str) -> str:

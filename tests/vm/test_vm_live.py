@@ -9,7 +9,6 @@ parameters. Bounded in time; every QEMU process and temp folder is removed in te
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from persona.capture import parse
-from persona.errors import VmError
 from persona.vm import apply, capture, host, image
+from persona.vm.net import VmNetwork
 from persona.vm.provision import QemuProvisioner, capture_spec
 from persona.vm.qemu import choose_accel
 
@@ -26,31 +25,15 @@ pytestmark = [pytest.mark.live, pytest.mark.slow]
 BUDGET_S = 150.0
 
 
-def _fail(msg: str) -> None:
-    pytest.fail(f"VM lab missing: {msg}\n  fix: as root, .venv/bin/persona vm build "
-                "(installs qemu-system-x86, downloads Debian's cloud kernel, builds the image)",
-                pytrace=False)
-
-
-@pytest.fixture(scope="module")
-def vm_image() -> image.Image:
-    if os.geteuid() != 0:
-        _fail("the VM live test needs root (apt-get, /var/cache/persona/vm)")
-    try:
-        image.ensure_qemu()
-        return image.build_image(host.module_names(host.VM_HOST))
-    except VmError as e:
-        _fail(str(e))
-        raise
-
-
 @pytest.fixture
-def provisioner(vm_image: image.Image) -> Iterator[QemuProvisioner]:
+def provisioner(vm_image: image.Image, clean_vm_lab: None) -> Iterator[QemuProvisioner]:
     acc, _ = choose_accel(vm_image)
-    prov = QemuProvisioner(vm_image, acc)
+    network = VmNetwork.up()
+    prov = QemuProvisioner(vm_image, acc, network)
     yield prov
     vms = list(prov.vms)
     prov.close()
+    assert network.close() == []
     for vm in vms:  # nothing left behind: processes ended, temp folders gone
         assert vm.proc.poll() is not None, f"QEMU {vm.proc.pid} still running"
         assert not vm.workdir.exists(), f"{vm.workdir} left behind"
@@ -80,6 +63,7 @@ def test_vm_persona_round_trip_loads_modules_in_captured_order(
     count_before = int(orig.sh("cat /run/demo/count", "reading the counter"))
     cap = capture_spec(orig, spec, tmp_path / "original", {"test": "live"})
     assert apply.module_table(cap.manifest) == loaded
+    provisioner.remove(orig)  # fenced: the replacement takes over its address and MAC
     trace = apply.apply_vm(repl, cap.manifest, cap.data_dir, vm_image.modules)
     t_applied = time.monotonic()
     proc = cap.manifest.component("demo.process")
@@ -101,7 +85,7 @@ def test_vm_persona_round_trip_loads_modules_in_captured_order(
 
     # the replacement's kernel, read directly: same modules, same order, same parameters
     assert _modules_of(repl) == loaded
-    body = repl.sh("wget -q -O - http://10.78.0.2:8080/", "fetching the service")
+    body = repl.sh(f"wget -q -O - {host.service_url(spec)}/", "fetching the service")
     assert body.strip() == "hello from the persona vm host"
     rcap = capture_spec(repl, spec, tmp_path / "replacement", {"test": "live"})
     assert apply.compare(cap.manifest, rcap.manifest) == []

@@ -5,9 +5,9 @@ copied into a temp tree of the same layout and parsed by the capture module's ow
 (:func:`persona.capture.probe.read_kernel_modules` + :mod:`persona.capture.parse`): one parser
 for containers' hosts and VMs. Network tables use the same ``/proc/net/{route,tcp}`` parsers.
 
-Process memory: the guest image carries no CRIU (Debian 12's 3.17 fails on new kernels, the
-working 4.2 needs glibc 2.38 userland: not cheap in a busybox guest), so the service is
-recorded with ``memory_state: cold-start`` and the replacement starts it fresh.
+Process memory: through the guest's own CRIU when the image carries it (a warm restore on
+the replacement); otherwise, or when the dump fails, the process component says
+``memory_state: cold-start: <why>`` and the replacement starts the service fresh.
 """
 
 from __future__ import annotations

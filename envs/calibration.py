@@ -125,10 +125,11 @@ def fit_live_kind_models(
     config: SimConfig,
     base: Mapping[ComponentKind, KindModel] = DEFAULT_KIND_MODELS,
 ) -> tuple[dict[ComponentKind, KindModel], dict[str, Any]]:
-    """Per kind: ``seconds = fixed_s + (cpu_base_s + size_MB / cpu_mb_per_core_s) / min(c, 1)``
-    (``serial = 1``: one restore runs at a time on the live host, ``c`` the simulator's CPU for
-    the step) fitted by non-negative least squares; ``sigma`` is the standard deviation of
-    log(measured / fitted). Returns the models and per-kind fit statistics."""
+    """Per kind: ``seconds = fixed_s + size_MB * fixed_s_per_mb + (cpu_base_s + size_MB /
+    cpu_mb_per_core_s) / min(c, 1)`` (``serial = 1``: one restore runs at a time on the live
+    host; ``c`` the simulator's CPU for the step, so only time that really shrinks with the
+    allocation lands in the CPU terms) fitted by non-negative least squares; ``sigma`` is the
+    standard deviation of log(measured / fitted). Returns the models and fit statistics."""
     from scipy.optimize import nnls
 
     rows: dict[ComponentKind, list[tuple[float, float, float]]] = {}
@@ -148,21 +149,22 @@ def fit_live_kind_models(
     stats: dict[str, Any] = {}
     for kind, rs in sorted(rows.items(), key=lambda kv: kv[0].value):
         y = np.array([r[0] for r in rs])
-        a = np.array([[1.0, r[2], r[1] * r[2]] for r in rs])
-        if len(rs) < 3:  # too few to separate the terms: a constant
-            coef = np.array([float(np.exp(np.mean(np.log(y)))), 0.0, 0.0])
+        a = np.array([[1.0, r[1], r[2], r[1] * r[2]] for r in rs])
+        if len(rs) < 4:  # too few to separate the terms: a constant
+            coef = np.array([float(np.exp(np.mean(np.log(y)))), 0.0, 0.0, 0.0])
         else:
             coef, _ = nnls(a, y)
         pred = np.maximum(a @ coef, 1e-6)
         resid = np.log(y / pred)
         sd = float(np.std(resid, ddof=1)) if len(rs) > 1 else 0.0
         out[kind] = KindModel(
-            cpu_base_s=round(float(coef[1]), 6),
-            cpu_mb_per_core_s=round(float(1.0 / coef[2]), 6) if coef[2] > 1e-12 else 1e9,
+            cpu_base_s=round(float(coef[2]), 6),
+            cpu_mb_per_core_s=round(float(1.0 / coef[3]), 6) if coef[3] > 1e-12 else 1e9,
             io_factor=0.0,
             serial=1.0,
             sigma=round(max(sd, MIN_SIGMA), 6),
             fixed_s=round(float(coef[0]), 6),
+            fixed_s_per_mb=round(float(coef[1]), 6),
         )
         stats[kind.value] = {
             "steps": len(rs),

@@ -80,7 +80,8 @@ class LiveConfig:
     scenario: str | None = None  # a calibrated scenario file (step models, host, hidden parts)
     validate_budget_s: float = 8.0
     step_timeout_s: float = 120.0
-    ready_timeout_s: float = 30.0
+    ready_timeout_s: float = 30.0  # a restored host answering (its memory came back warm)
+    start_timeout_s: float = 300.0  # a host started fresh from its images (it warms up first)
     trace_dir: str | None = None  # one JSON trace per episode
     seed: int = 0  # validation load generator seed
     create_host: bool = True  # bring the host up from the demo images when it does not run
@@ -197,6 +198,7 @@ class _Run:
     finish_s: float = 0.0  # network check + readiness before the first validation round
     remediation_s: float = 0.0
     remediated: int = 0  # processes whose quota a remediation raised
+    idle_s: float = 0.0  # seconds charged for invalid actions (added to the wall clock)
 
 
 class LiveBackend:
@@ -217,6 +219,7 @@ class LiveBackend:
         self.run: _Run | None = None
         self.episodes = 0
         self.traces: list[Path] = []
+        self._ip: str | None = None
 
     def label(self, policy: str) -> None:
         """Name the policy that drives the next episodes (written into their traces)."""
@@ -241,6 +244,7 @@ class LiveBackend:
         try:
             ip = live.running_host_ip(self.client, host)
             demo.wait_ready(self.client, host, self.cfg.ready_timeout_s)
+            self._ip = ip
             return ip
         except PersonaError:
             if not self.cfg.create_host:
@@ -249,11 +253,12 @@ class LiveBackend:
                     "(persona lab up) or allow the backend to create it"
                 ) from None
         fence_host(self.client, host)  # leftovers of a dead host (exited containers)
-        ip = self.cfg.ip or spec.DEMO_IP
+        ip = self.cfg.ip or self._ip or spec.DEMO_IP  # the address the host had
         ids: dict[str, str] = {}
         for s in spec.demo_specs(host, ip=ip, with_load=False):
             ids[s.name] = demo.create_and_start(self.client, s, ids.get(s.netns_of or ""))
-        demo.wait_ready(self.client, host, 60)
+        demo.wait_ready(self.client, host, self.cfg.start_timeout_s)
+        self._ip = ip
         return ip
 
     # ---- the protocol
@@ -351,7 +356,8 @@ class LiveBackend:
         if not valid:
             # nothing restores in the background of a live episode: an invalid action (or a
             # wait) changes nothing and is charged like the simulator charges it
-            after = self._truncated(dataclasses.replace(s, t=s.t + p.config.invalid_action_s))
+            run.idle_s += p.config.invalid_action_s
+            after = self._truncated(dataclasses.replace(s, t=self._now()))
             return self._settle(s, after, False, extra, "time limit reached")
         i, level = divmod(action, L)
         name = p.scenario.manifest.components[i].name
@@ -407,7 +413,7 @@ class LiveBackend:
     # ---- helpers
     def _now(self) -> float:
         assert self.run is not None
-        return time.monotonic() - self.run.t0
+        return time.monotonic() - self.run.t0 + self.run.idle_s
 
     @staticmethod
     def _charge(before: core.SimState, after: core.SimState) -> float:

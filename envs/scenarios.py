@@ -507,7 +507,8 @@ def _scenario_from_obj(obj: Any, source: str) -> Scenario:
 
 def _kind_models_from_obj(obj: Any, source: str) -> dict[ComponentKind, KindModel] | None:
     """``kind_models: {<kind>: {cpu_base_s, cpu_mb_per_core_s, io_factor, serial, sigma,
-    fixed_s}}`` (what ``persona calibrate`` writes); kinds left out keep the defaults."""
+    fixed_s, fixed_s_per_mb}}`` (what ``persona calibrate`` writes); kinds left out keep the
+    defaults."""
     if obj is None:
         return None
     if not isinstance(obj, dict):
@@ -524,7 +525,7 @@ def _kind_models_from_obj(obj: Any, source: str) -> dict[ComponentKind, KindMode
         except (TypeError, AttributeError, ValueError) as e:
             raise ScenarioError(
                 f"{source}: kind_models.{k}: {e}; fields are cpu_base_s, cpu_mb_per_core_s, "
-                "io_factor, serial, sigma, fixed_s"
+                "io_factor, serial, sigma, fixed_s, fixed_s_per_mb"
             ) from None
     return out
 

@@ -49,8 +49,10 @@ class KindModel:
 
     CPU work (core-seconds) = ``cpu_base_s + size_MB / cpu_mb_per_core_s``; a fraction
     ``serial`` of it cannot use more than one core. I/O work = ``size_MB * io_factor``
-    (MB moved). ``fixed_s``: seconds of every attempt that use neither (waiting on a
-    daemon, a channel round trip; measured on live hosts, 0 in the generated families).
+    (MB moved). ``fixed_s + size_MB * fixed_s_per_mb``: seconds of every attempt that use
+    neither the restore's CPU share nor the shared I/O (waiting on a daemon, a channel round
+    trip, page writes done by an unlimited process; measured on live hosts, 0 in the
+    generated families).
     The realised duration of an attempt is multiplied by a log-normal factor with ``sigma``.
     """
 
@@ -60,6 +62,7 @@ class KindModel:
     serial: float
     sigma: float
     fixed_s: float = 0.0
+    fixed_s_per_mb: float = 0.0
 
 
 # Calibrated to orders of magnitude seen in the live lab (see docs): a CRIU restore of a
@@ -290,7 +293,7 @@ def compile_episode(
                 size * m.io_factor,
                 m.serial,
                 m.sigma,
-                m.fixed_s,
+                m.fixed_s + size * m.fixed_s_per_mb,
                 use_i,
                 peak_i,
                 scenario.demand_mu.get(c.name, 0.0),

@@ -56,7 +56,8 @@ def calibrate(trace_dir: Path, out: Path, name: str | None, report: Path | None)
         m = scenario["kind_models"][kind]
         click.echo(
             f"  {kind:14s} {st['steps']:4d} steps  mean {st['mean_s']:.3f} s  fixed "
-            f"{m['fixed_s']:.3f} s + base {m['cpu_base_s']:.3f} s  sigma {m['sigma']:.2f}  "
+            f"{m['fixed_s']:.3f} s + {m['fixed_s_per_mb']:.4f} s/MB, cpu base "
+            f"{m['cpu_base_s']:.3f} s  sigma {m['sigma']:.2f}  "
             f"median |rel err| {st['median_abs_rel_error']:.0%}"
         )
     d = rep["demand"]

@@ -112,6 +112,9 @@ class StepFailed(RestoreError):
 @dataclass(frozen=True)
 class ApplyOptions:
     retries: int = 1  # extra tries of a step that failed (not for CRIU restores: see below)
+    # a failed CRIU restore leaves its container unusable: it is retried this many times in a
+    # fresh container (same spec, the container's filesystem diff and configs re-applied)
+    restore_retries: int = 1
     cpu_override: Mapping[str, float] = field(default_factory=dict)  # component -> cores
     config_override: Mapping[str, bytes] = field(default_factory=dict)  # path -> content
     lock: bool = True  # the netns lock during restores (off only to show what it prevents)
@@ -176,6 +179,7 @@ class Session:
         self.ns_pid: int | None = None
         self.locked = False
         self.restored: set[str] = set()  # processes restored by apply_step
+        self.applied: list[str] = []  # non-process components applied so far, in order
 
     # ---- rollback
     def rollback(self) -> list[str]:
@@ -263,6 +267,32 @@ class Session:
             self._kmod(name)
         elif kind == ComponentKind.NETWORK:
             self._network_pre(name)
+        self.applied.append(name)
+
+    def _touches(self, name: str, ctr: str) -> bool:
+        """Whether applying component ``name`` wrote into container ``ctr``."""
+        if self.rep.fs_container.get(name) == ctr:
+            return True
+        return any(c == ctr for c, _, _ in self.rep.config_files.get(name, ()))
+
+    def _recreate(self, ctr: str, why: PersonaError) -> None:
+        """Replace container ``ctr`` (after a failed CRIU restore left it unusable) by a fresh
+        one from the same spec in the same namespace, and re-apply what was written into it."""
+        spec = next(s for s in self.rep.specs if s.name == ctr)
+        owner = self.rep.specs[0].name
+
+        def run(rec: StepRecord) -> str:
+            old = self.ids.pop(ctr)
+            self.e.remove(old)
+            cid = self.e.create(spec, self.ids[owner])
+            self.ids[ctr] = cid
+            self.trace.containers = dict(self.ids)
+            return f"{ctr}: {old[:12]} replaced by {cid[:12]} after: {why}"
+
+        _record(self.trace, self.clock, ctr, "provision", "recreate after failed restore", run)
+        for name in [c for c in self.applied if self._touches(c, ctr)]:
+            self.applied.remove(name)
+            self._component(name)
 
     # ---- one step at a time (the live environment decides each next step)
     def apply_step(self, name: str, level: int, levels: tuple[float, ...]) -> StepRecord:
@@ -421,7 +451,6 @@ class Session:
 
     def _process(self, levels: tuple[float, ...], name: str, level: int) -> None:
         ctr = self.rep.process_container[name]
-        cid = self.ids[ctr]
         self._allocate(levels, name, level, "cgroup cpu quota")
         ck = self.rep.checkpoint.get(name)
         if ck is None:
@@ -432,11 +461,22 @@ class Session:
                 core.write_bytes(core.read_bytes()[:16])  # the fetched copy, never the store
 
         def restore(rec: StepRecord) -> str:
-            # no retry: a failed CRIU restore leaves the container unusable; rollback decides
+            # not retried in place: a failed CRIU restore leaves the container unusable
+            cid = self.ids[ctr]
             rec.criu = self.e.restore(cid, self.data / ck, CHECKPOINT_NAME)
             return f"CRIU restore of {ck} into {ctr} {cid[:12]}"
 
-        _record(self.trace, self.clock, name, "process", "CRIU restore", restore)
+        tries = 0
+        while True:
+            try:
+                _record(self.trace, self.clock, name, "process", "CRIU restore", restore)
+                return
+            except PersonaError as e:
+                if tries >= self.opts.restore_retries:
+                    raise
+                tries += 1
+                self._recreate(ctr, e)
+                self._allocate(levels, name, level, "cgroup cpu quota (fresh container)")
 
     def _network_post(self) -> None:
         net = next((c for c in self.m.components if c.kind == ComponentKind.NETWORK), None)

@@ -15,6 +15,7 @@ from persona.lab.spec import ContainerSpec
 class FakeEngine:
     fail_restore: set[str] = field(default_factory=set)  # container names whose restore fails
     fail_extract_times: int = 0  # first N extract_fs calls fail
+    fail_restore_times: int = 0  # first N restore calls fail (CRIU's intermittent errors)
     existing: set[str] = field(default_factory=set)
     listening_set: set[str] = field(
         default_factory=lambda: {"0.0.0.0:8080", "127.0.0.1:6379", "127.0.0.11:41234"}
@@ -37,7 +38,8 @@ class FakeEngine:
         return next((c for c, n in self.containers.items() if n == name), None)
 
     def create(self, spec: ContainerSpec, netns_id: str | None) -> str:
-        cid = hashlib.sha256(spec.name.encode()).hexdigest()
+        n = sum(1 for c in self.calls if c[:2] == ("create", spec.name))
+        cid = hashlib.sha256(f"{spec.name}#{n}".encode()).hexdigest()
         self.containers[cid] = spec.name
         self.calls.append(("create", spec.name, str(spec.ip), str(spec.cpus)))
         return cid
@@ -76,6 +78,9 @@ class FakeEngine:
         self.calls.append(("restore", self._name(cid), "locked" if self.locked else "unlocked"))
         if self._name(cid) in self.fail_restore:
             raise RestoreError(f"CRIU restore of {cid[:12]} failed: boom")
+        if self.fail_restore_times > 0:
+            self.fail_restore_times -= 1
+            raise RestoreError(f"CRIU restore of {cid[:12]} failed: type NOTIFY errno 0")
         self.running.add(cid)
         return {"pages_restored": 10, "restore_time": 1000}
 

@@ -84,10 +84,47 @@ def test_failed_restore_rolls_back_everything_and_leaves_the_persona_untouched(
     tr = ei.value.trace
     assert tr.outcome == "failed" and tr.rolled_back
     assert e.containers == {} and not e.locked  # nothing left, lock rule dropped
-    assert [c[0] for c in e.calls].count("remove") == 4
+    # 4 containers, plus the api container replaced once for the retry
+    assert [c[0] for c in e.calls].count("remove") == 5
     failed = [s for s in tr.steps if s.outcome == "failed"]
-    assert [(s.name, s.kind) for s in failed] == [("api.process", "process")]
+    assert [(s.name, s.kind) for s in failed] == [("api.process", "process")] * 2
     assert sha256_tree(data) == before
+
+
+def test_a_failed_restore_is_retried_in_a_fresh_container(
+    m: PersonaManifest, tmp_path: Path
+) -> None:
+    """CRIU's intermittent restore error: the container is replaced, what was written into it
+    (filesystem diff, configs) is written again, its CPU quota set again, and the restore
+    retried - once."""
+    e = FakeEngine(fail_restore_times=1)
+    tr = apply_persona(e, m, persona_dir(tmp_path, FIX), P.captured_order_plan(m), "v1")
+    assert tr.outcome == "ok"
+    acts = [(s.name, s.action, s.outcome) for s in tr.steps]
+    i = next(k for k, a in enumerate(acts) if a[2] == "failed")
+    failed_proc = acts[i][0]
+    ctr = P.replacement(m).process_container[failed_proc]
+    assert acts[i + 1] == (ctr, "recreate after failed restore", "ok")
+    redone = [a for a in acts[i + 2 :] if a[1] in ("unpack diff", "write + verify")]
+    fs_of_ctr = [n for n, c in P.replacement(m).fs_container.items() if c == ctr]
+    assert {a[0] for a in redone} >= set(fs_of_ctr)
+    tail = [a for a in acts[i + 1 :] if a[0] == failed_proc]
+    assert [a[1] for a in tail] == ["cgroup cpu quota (fresh container)", "CRIU restore"]
+    assert tail[-1][2] == "ok"
+    assert tr.containers[ctr] in e.containers  # the fresh one is the replacement's
+    # every file the old container had, the fresh one has too
+    assert all(
+        (ctr, path) in e.files
+        for c, path, _ in [x for v in P.replacement(m).config_files.values() for x in v]
+        if c == ctr
+    )
+
+
+def test_restore_retries_zero_fails_at_once(m: PersonaManifest, tmp_path: Path) -> None:
+    e = FakeEngine(fail_restore_times=1)
+    opts = ApplyOptions(restore_retries=0)
+    with pytest.raises(StepFailed):
+        apply_persona(e, m, persona_dir(tmp_path, FIX), P.captured_order_plan(m), "v1", opts)
 
 
 def test_transient_step_failure_is_retried_and_counted(m: PersonaManifest, tmp_path: Path) -> None:
@@ -205,9 +242,7 @@ def test_cold_start_from_disk_unpacks_diffs_and_configs_before_fresh_starts(
     fs = [c for c in m.components if c.kind == ComponentKind.FILESYSTEM and c.data]
     assert len(extracts) == len(fs) > 0
     cfg = [c for c in m.components if c.kind == ComponentKind.CONFIG and c.data]
-    assert {p for (_ctr, p) in e.files} == {
-        f"/{d.split('/', 2)[2]}" for c in cfg for d in c.data
-    }
+    assert {p for (_ctr, p) in e.files} == {f"/{d.split('/', 2)[2]}" for c in cfg for d in c.data}
     for (_ctr, path), (mtime, _mode) in e.file_meta.items():
         want = next(c for c in cfg if any(d.endswith(path) for d in c.data))
         assert mtime == want.attributes["files"][path].get("mtime_ns")

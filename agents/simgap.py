@@ -34,6 +34,8 @@ def live_ttrs(traces: list[dict[str, Any]]) -> dict[str, list[tuple[float, bool]
     counts its time budget, as in the simulator."""
     out: dict[str, list[tuple[float, bool]]] = {}
     for t in traces:
+        if t.get("ended") == "abandoned":  # reset/closed mid-episode: no outcome of a policy
+            continue
         if not t.get("policy"):
             raise ScenarioError(f"{t.get('_path')}: the trace names no policy; cannot compare")
         ok = bool(t.get("validated")) and t.get("ttr_s") is not None

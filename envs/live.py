@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -199,6 +200,7 @@ class _Run:
     remediation_s: float = 0.0
     remediated: int = 0  # processes whose quota a remediation raised
     idle_s: float = 0.0  # seconds charged for invalid actions (added to the wall clock)
+    completed: bool = False  # abandoned, then completed by the backend (the host lives on)
 
 
 class LiveBackend:
@@ -271,7 +273,7 @@ class LiveBackend:
         from persona.recovery.fence import fence_host, kill_host
         from persona.recovery.source import StoreSource
 
-        self._end("abandoned: reset() before the episode ended")
+        self._end("abandoned: reset() before the episode ended", complete=True)
         host = self.cfg.host
         t = time.monotonic()
         ip = self._host_ip()
@@ -401,7 +403,7 @@ class LiveBackend:
         return Applied(after, self._charge(before, after), valid, extra)
 
     def close(self) -> None:
-        self._end("closed before the episode ended")
+        self._end("closed before the episode ended", complete=not self.cfg.remove_host)
         if self.cfg.remove_host:
             from persona.recovery.fence import fence_host
 
@@ -428,7 +430,14 @@ class LiveBackend:
         )
 
     def _log_step(
-        self, p: EpisodeParams, i: int, level: int, t_start: float, outcome: str, recs: list[Any]
+        self,
+        p: EpisodeParams,
+        i: int,
+        level: int,
+        t_start: float,
+        outcome: str,
+        recs: list[Any],
+        by: str = "policy",
     ) -> None:
         assert self.run is not None
         c = p.scenario.manifest.components[i]
@@ -445,6 +454,7 @@ class LiveBackend:
                 "start_s": round(t_start - self.run.t0, 4),
                 "seconds": round(time.monotonic() - t_start, 4),
                 "outcome": outcome,
+                "by": by,  # "backend": completing an abandoned episode in captured order
                 "records": [r.to_dict() for r in recs],
             }
         )
@@ -529,9 +539,12 @@ class LiveBackend:
             first_alloc=s.alloc,
         )
 
-    def _end(self, why: str | None) -> None:
+    def _end(self, why: str | None, complete: bool = False) -> None:
         """Finish the episode in flight: keep a validated replacement (it is the host now),
-        roll anything else back; write the trace."""
+        roll anything else back; write the trace. ``complete``: an episode left unfinished
+        (reset or close before its end) has its remaining steps applied in captured order at
+        the middle level, so the host lives on warm instead of being started afresh (a fresh
+        demo host spends tens of seconds warming up); it is rolled back if that fails."""
         run = self.run
         if run is None or run.finished:
             return
@@ -540,8 +553,11 @@ class LiveBackend:
             run.error = why
         s = self.state
         validated = bool(s is not None and s.terminal and s.validated)
+        kept = validated
+        if complete and not validated and s is not None and not s.terminal:
+            kept = run.completed = self._complete_unfinished(run, s)
         problems: list[str] = []
-        if validated:
+        if kept:
             try:  # the host keeps its captured configuration, not the restore's allocations
                 run.session.reset_allocations()
             except PersonaError as e:
@@ -549,6 +565,33 @@ class LiveBackend:
         else:
             problems = run.session.rollback()
         self._write_trace(run, s, validated, problems)
+
+    def _complete_unfinished(self, run: _Run, s: core.SimState) -> bool:
+        p = self.params
+        assert p is not None
+        mid = p.config.n_levels // 2
+        try:
+            while (s.status != core.DONE).any():
+                ok = np.flatnonzero(core.startable(p, s))
+                if ok.size == 0:
+                    return False
+                i = int(ok[0])
+                name = p.scenario.manifest.components[i].name
+                n_rec = len(run.session.trace.steps)
+                t = time.monotonic()
+                with_timeout(
+                    functools.partial(run.session.apply_step, name, mid, p.config.alloc_levels),
+                    self.cfg.step_timeout_s,
+                    f"completing step {name}",
+                )
+                self._log_step(p, i, mid, t, "ok", run.session.trace.steps[n_rec:], by="backend")
+                s = core.complete(p, s, i, mid, 0.0)
+            with_timeout(run.session.finish, self.cfg.step_timeout_s, "network check")
+            run.hooks.wait_ready(run.manifest.host.name, self.cfg.ready_timeout_s)
+            return True
+        except PersonaError as e:
+            run.error = f"{run.error}; completing it failed: {e}"
+            return False
 
     def _write_trace(
         self, run: _Run, s: core.SimState | None, validated: bool, problems: list[str]
@@ -575,6 +618,16 @@ class LiveBackend:
             "remediation_s": round(run.remediation_s, 4),
             "remediated": run.remediated,
             "validated": validated,
+            "ended": (
+                "validated"
+                if validated
+                else "abandoned"
+                if s is None or not s.terminal
+                else "truncated"
+                if s.truncated
+                else "failed"
+            ),
+            "completed_by_backend": run.completed,
             "truncated": bool(s is not None and s.truncated),
             "ttr_s": float(s.ttr) if s is not None and s.terminal else None,
             "t_end_s": float(s.t) if s is not None else None,

@@ -66,7 +66,10 @@ def test_live_backend_conformance_and_calibration_round_trip(lab, test_host, tmp
         assert sum(s["seconds"] for s in t["steps"]) < t["ttr_s"]
         assert t["validation"][0]["passed"]
     abandoned = next(t for t in found if not t["validated"])
-    assert "abandoned" in abandoned["error"]
+    assert "abandoned" in abandoned["error"] and abandoned["ended"] == "abandoned"
+    # completed by the backend in captured order, so the host lived on warm
+    assert abandoned["completed_by_backend"]
+    assert abandoned["steps"] and {s["by"] for s in abandoned["steps"]} == {"backend"}
 
     scenario, report = calibrate_live(found, "roundtrip")
     out = tmp_path / "roundtrip.yaml"

@@ -3,7 +3,10 @@
 Every policy sees what a production restorer sees - the observation (captured persona,
 progress) and the action mask - never the simulator's hidden truth. The exception is
 :class:`Oracle`, which is a *bound*, not a policy: it searches restore orders with
-hindsight knowledge of the episode's sampled durations, failures and true demands.
+hindsight knowledge of the episode's sampled durations, failures and true demands. The
+``planner`` (:mod:`agents.planner`) sits between the two: it *knows the true model* (the
+scenario's hidden soft dependencies and demand distribution, via ``PolicyContext.model``)
+but not the episode's draws.
 
 * ``capture-order``: restore in captured order, default (middle) allocation level.
 * ``random``: a uniformly random valid action.
@@ -19,26 +22,54 @@ hindsight knowledge of the episode's sampled durations, failures and true demand
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 
 from envs import layout
 from envs.sim import core
-from envs.sim.params import EpisodeParams, SimConfig, nominal_duration
+from envs.sim.params import EpisodeParams, Scenario, SimConfig, nominal_duration
 from persona.errors import PolicyError
 from persona.model import ROLES
 
 ROLE_COLS = np.array([layout.COL[f"role_{r}"] for r in ROLES])
 
 
+def public_state(s: core.SimState) -> core.SimState:
+    """``s`` without what only the episode's draws decide: whether running attempts will fail
+    or leave a latent fault, which restored components carry a latent fault, and the CPU use
+    of restored processes (set by their true demands). What is left is a restorer's own
+    bookkeeping: time, statuses, levels, allocations, failed attempts, back-offs, and the
+    fraction of each running restore still to do (which the observation shows too)."""
+    n = s.status.shape[0]
+    none = np.zeros(n, dtype=bool)
+    return replace(
+        s, will_fail=none, will_latent=none, latent=none, background=0.0, first_alloc=None
+    )
+
+
+@dataclass(frozen=True)
+class TrueModel:
+    """What a model-knowing planner is given: the episode's scenario - the persona, the host
+    and the *hidden truth's distribution* (soft dependencies, demand factors) - and the current
+    :func:`public_state`. Never the episode's draws (durations, fault draws, true demands)."""
+
+    scenario: Scenario
+    state: Callable[[], core.SimState]  # the public state now
+
+
 @dataclass(frozen=True)
 class PolicyContext:
-    """What a policy may know about the environment besides observations."""
+    """What a policy may know about the environment besides observations.
+
+    ``model`` is given only to policies that declare ``needs_model = True`` (the planner,
+    which *knows the true model*); every other policy sees ``None``."""
 
     config: SimConfig
     n_max: int
+    model: TrueModel | None = None
 
 
 class Policy(Protocol):
@@ -288,12 +319,17 @@ POLICIES: dict[str, type[Policy]] = {
     "seed-adaptive": SeedAdaptive,
 }
 BOUNDS = ("oracle",)
+MODEL_POLICIES = ("planner",)  # know the scenario's true model (agents.planner)
 
 
 def make_policy(name: str) -> Policy:
     """A baseline by name (learned policies are loaded by :mod:`agents.evaluate`)."""
+    if name in MODEL_POLICIES:
+        from agents.planner import Planner
+
+        return Planner()
     try:
         return POLICIES[name]()
     except KeyError:
-        known = ", ".join([*POLICIES, *BOUNDS])
+        known = ", ".join([*POLICIES, *MODEL_POLICIES, *BOUNDS])
         raise PolicyError(f"unknown policy {name!r}; use one of {known}") from None

@@ -14,8 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from agents.baselines import BOUNDS, Policy, PolicyContext, make_policy, oracle_ttr
+from agents.baselines import (
+    BOUNDS,
+    Policy,
+    PolicyContext,
+    TrueModel,
+    make_policy,
+    oracle_ttr,
+    public_state,
+)
 from envs.restore_env import DEFAULT_MAX_COMPONENTS, RestoreEnv
+from envs.sim.core import SimState
 from persona.errors import PolicyError
 from persona.model import atomic_write_text
 from persona.stats import mean_ci
@@ -63,9 +72,24 @@ class EvalResult:
         }
 
 
+def true_model(env: RestoreEnv) -> TrueModel:
+    """The scenario of the episode ``env`` is in and a reader of its :func:`public_state`:
+    what a policy that *knows the true model* (``needs_model``) is given; sim backend only."""
+    if env.backend != "sim" or env.params is None:
+        raise PolicyError("the true model exists only for a reset simulator env")
+    scenario = env.params.scenario
+
+    def state() -> SimState:
+        assert env.state is not None
+        return public_state(env.state)
+
+    return TrueModel(scenario, state)
+
+
 def run_episode(env: RestoreEnv, policy: Any, seed: int) -> EpisodeResult:
     obs, info0 = env.reset(seed=seed)
-    policy.begin_episode(PolicyContext(env.config, env.n_max), seed)
+    model = true_model(env) if getattr(policy, "needs_model", False) else None
+    policy.begin_episode(PolicyContext(env.config, env.n_max, model), seed)
     steps = 0
     while True:
         action = policy.act(obs, env.action_masks())

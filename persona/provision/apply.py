@@ -502,7 +502,7 @@ class Session:
 
 
 def apply_persona(
-    engine: ProvisionEngine,
+    engine: ProvisionEngine | HostEngine,
     manifest: PersonaManifest,
     data_dir: Path,
     plan: Plan,
@@ -535,7 +535,7 @@ def apply_persona(
 
 
 def cold_start(
-    engine: ProvisionEngine,
+    engine: ProvisionEngine | HostEngine,
     manifest: PersonaManifest,
     data_dir: Path | None = None,
     now: Callable[[], float] = time.perf_counter,
@@ -579,7 +579,7 @@ def cold_start(
     return trace
 
 
-def remove_replacement(engine: ProvisionEngine, trace: Trace) -> None:
+def remove_replacement(engine: ProvisionEngine | HostEngine, trace: Trace) -> None:
     """Remove a replacement built earlier (a restore that failed *validation*)."""
     if isinstance(engine, HostEngine):
         engine.remove_replacement(trace)

@@ -29,7 +29,7 @@ from persona.provision.apply import (
     cold_start,
     remove_replacement,
 )
-from persona.provision.engine import ProvisionEngine
+from persona.provision.engine import HostEngine, ProvisionEngine
 from persona.provision.plan import Plan, adjust_plan, captured_order_plan, plan_from_policy
 from persona.provision.warm import WarmProof
 from persona.recovery import adaptive
@@ -234,7 +234,7 @@ def make_plan(
 def recover(
     host: str,
     source: PersonaSource,
-    engine: ProvisionEngine,
+    engine: ProvisionEngine | HostEngine,  # containers, or a whole-host provisioner (VMs)
     hooks: Hooks,
     opts: RecoveryOptions,
     t_failure: float,

@@ -115,7 +115,7 @@ def failover(work: Path, spec: vm_host.VmHostSpec = vm_host.VM_HOST, accel: str 
         engine = VmEngine(prov, FolderSource(store))
         hooks = VmHooks(engine, baseline, spec, seed, work / "verdict")
         t_fail = time.monotonic()
-        res = recover(spec.name, FolderSource(store), engine, hooks,  # type: ignore[arg-type]
+        res = recover(spec.name, FolderSource(store), engine, hooks,
                       RecoveryOptions(policy=CAPTURED_ORDER, adaptive=False,
                                       cold_fallback=False, seed=seed,
                                       trace_dir=work / "traces"),

@@ -92,7 +92,7 @@ def test_live_env_passes_the_env_checker(lab, test_host, tmp_path):
     env = gym.make(
         "persona/RestoreLive-v0",
         host=test_host,
-        live={"trace_dir": str(tmp_path), "remove_host": True},
+        live={"trace_dir": str(tmp_path), "remove_host": True, "validate_budget_s": 4.0},
     )
     assert env.spec is not None and env.spec.nondeterministic
     try:

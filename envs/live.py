@@ -192,6 +192,7 @@ class _Run:
     ip: str
     t0: float  # monotonic time the episode clock started (provisioning done)
     reset: dict[str, Any]
+    data: Path  # the fetched persona (removed when the episode ends)
     steps: list[dict[str, Any]] = field(default_factory=list)
     validation: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
@@ -320,7 +321,7 @@ class LiveBackend:
             "provision_s": round(t0 - t_fence, 4),
         }
         hooks = live.LiveHooks(self.client, ip, baseline, self.cfg.seed, self.cfg.validate_budget_s)
-        self.run = _Run(self.episodes, version, manifest, session, hooks, ip, t0, reset)
+        self.run = _Run(self.episodes, version, manifest, session, hooks, ip, t0, reset, data)
         sc = live_scenario(manifest, self.base)
         self.params = p = compile_episode(sc, self.config, rng)
         self.state = core.initial(p)
@@ -565,6 +566,7 @@ class LiveBackend:
         else:
             problems = run.session.rollback()
         self._write_trace(run, s, validated, problems)
+        shutil.rmtree(run.data, ignore_errors=True)  # the store keeps the version
 
     def _complete_unfinished(self, run: _Run, s: core.SimState) -> bool:
         p = self.params

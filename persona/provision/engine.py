@@ -85,16 +85,53 @@ def _run(cmd: list[str], what: str) -> str:
     return res.stdout
 
 
-def criu_log_errors(paths: list[Path], keep: int = 6) -> str:
-    """The last ``keep`` error lines of the first CRIU log that exists ('' if none)."""
+def criu_log_errors(paths: list[Path], keep: int = 6, text: str | None = None) -> str:
+    """The last ``keep`` error lines of the first CRIU log that exists, or of ``text`` (a copy
+    taken while the log still existed); '' if none."""
     for p in paths:
+        if text is not None:
+            break
         try:
-            lines = p.read_text(errors="replace").splitlines()
+            text = p.read_text(errors="replace")
         except OSError:
             continue
-        errs = [ln.strip() for ln in lines if "Error" in ln or "error" in ln]
-        return " | ".join(errs[-keep:])
-    return ""
+    if text is None:
+        return ""
+    errs = [ln.strip() for ln in text.splitlines() if "Error" in ln or "error" in ln]
+    return " | ".join(errs[-keep:])
+
+
+class LogTail:
+    """Keep the latest contents of a log that its writer deletes on failure (runc's work dir,
+    removed with the task before the caller sees the error): polled from a thread while the
+    operation runs. ``text`` is the last copy read, None if the log never appeared."""
+
+    def __init__(self, paths: list[Path], period_s: float = 0.02) -> None:
+        import threading
+
+        self.paths = paths
+        self.period_s = period_s
+        self.text: str | None = None
+        self._stop = threading.Event()
+        self._th = threading.Thread(target=self._run, daemon=True, name="criu-log-tail")
+
+    def _run(self) -> None:
+        while True:
+            for p in self.paths:
+                try:
+                    self.text = p.read_text(errors="replace")
+                except OSError:
+                    continue
+            if self._stop.wait(self.period_s):
+                return
+
+    def __enter__(self) -> LogTail:
+        self._th.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._th.join(2.0)
 
 
 def read_restore_stats(directory: Path) -> dict[str, Any]:
@@ -216,17 +253,17 @@ class DockerProvisioner:
             shutil.copytree(checkpoint, dst)
         except OSError as e:
             raise RestoreError(f"cannot install checkpoint {checkpoint} for {cid[:12]}: {e}") from e
+        logs = [
+            RUN_TASK_ROOT / cid / "work" / "restore.log",
+            TASK_ROOT / cid / "work" / "restore.log",
+        ]
         try:
-            lab_engine.start_from_checkpoint(self.client, cid, name)
+            # the runtime deletes its work dir (and CRIU's log) as soon as a restore fails:
+            # a copy is kept while it runs, so CRIU's own reason reaches the error and trace
+            with LogTail(logs) as tail:
+                lab_engine.start_from_checkpoint(self.client, cid, name)
         except LabError as e:
-            # the runtime deletes its work dir with the container on rollback: keep CRIU's
-            # own reason in the error (the trace records it)
-            why = criu_log_errors(
-                [
-                    RUN_TASK_ROOT / cid / "work" / "restore.log",
-                    TASK_ROOT / cid / "work" / "restore.log",
-                ]
-            )
+            why = criu_log_errors(logs, text=tail.text)
             raise RestoreError(
                 f"CRIU restore of {cid[:12]} failed: {e}" + (f"; CRIU log: {why}" if why else "")
             ) from e

@@ -338,3 +338,20 @@ def test_criu_log_errors_keeps_the_reason(tmp_path: Path) -> None:
     why = criu_log_errors([tmp_path / "missing.log", log])
     assert "killed by signal 9" in why and "Restoring FAILED" in why
     assert criu_log_errors([tmp_path / "missing.log"]) == ""
+
+
+def test_log_tail_keeps_a_log_its_writer_deletes(tmp_path: Path) -> None:
+    import time
+
+    from persona.provision.engine import LogTail, criu_log_errors
+
+    log = tmp_path / "work" / "restore.log"
+    with LogTail([log], period_s=0.005) as tail:
+        time.sleep(0.03)  # not there yet
+        log.parent.mkdir()
+        log.write_text("(00.1) Restoring\n(00.2) Error (criu/cr-restore.c:1): boom\n")
+        time.sleep(0.1)
+        log.unlink()  # what runc does with its work dir when the restore fails
+        time.sleep(0.05)
+    assert tail.text is not None and "boom" in tail.text
+    assert criu_log_errors([log], text=tail.text).endswith("boom")

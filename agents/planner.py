@@ -208,18 +208,23 @@ class Planner:
         return np.asarray(total.min(axis=0) / self.samples)
 
     def act(self, obs: dict[str, np.ndarray], mask: np.ndarray) -> int:
-        s = self.model.state()
         actions = np.flatnonzero(mask)
         if actions.size == 0:
             return len(mask) - 1
         action = int(actions[0])
         if actions.size > 1:
-            action = int(actions[int(np.argmin(self.values(s, actions)))])
+            action = int(actions[int(np.argmin(self.values(self.model.state(), actions)))])
+        self.record(action)
+        return action
+
+    def record(self, action: int) -> None:
+        """Note that ``action`` is taken now (before the env steps): by :meth:`act`, or by
+        another policy whose states the planner labels (:mod:`agents.imitate`), so later
+        decisions re-draw the hidden outcome of what was started from the right state."""
         self.decision += 1
         L = self.ctx.config.n_levels
         if action < self.ctx.n_max * L:
-            self.started[action // L] = s
-        return action
+            self.started[action // L] = self.model.state()
 
     def end_episode(self, info: dict[str, Any]) -> None:
         pass

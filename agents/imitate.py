@@ -1,0 +1,495 @@
+"""Imitate the model-knowing planner (DAgger) into the graph policy of :mod:`agents.train`.
+
+The rollout planner (:mod:`agents.planner`) knows the scenario's true model (not the
+episode's draws) and is 1.08x the hindsight oracle on <= 7 components, where the PPO policy is
+1.21x. Its knowledge - which roles to wait for, how much CPU a role needs - is a property of
+the training distribution, so a policy that sees only the observation can learn much of it.
+:func:`imitate` does, starting from a trained run's weights (``init``):
+
+for each of ``iterations`` rounds,
+
+1. **collect**: run the *current* policy (deterministic, safe mask) on ``episodes`` fresh
+   small episodes (``scenarios``); at every state with more than one valid action, ask the
+   planner for the value (mean TTR over re-sampled futures) of every valid action and store a
+   soft target ``softmax(-(Q - min Q) / temperature)`` (``temperature`` 0: the planner's
+   argmax); :meth:`~agents.planner.Planner.record` tells it what the policy did instead;
+2. **anchor**: run it on ``anchor_episodes`` episodes of ``anchor_scenarios`` (the larger
+   personas, too slow to label) and store the *initial* policy's action distribution there, so
+   what the initial policy does well on them is kept (distillation);
+3. **fit**: behaviour-clone on everything collected so far (DAgger's aggregate): cross-entropy
+   to the targets, plus ``value_weight`` x the squared error of the value head to the
+   observed return (the undiscounted ``-reward_scale x`` time left, so PPO can fine-tune the
+   result), ``epochs`` passes with SB3's policy optimizer.
+
+Everything goes through SB3's policy API (``get_distribution``, ``predict_values``, the policy's
+optimizer); the result is a MaskablePPO model with the same :class:`~agents.extractor.GraphPolicy`,
+so ``persona export``, the ONNX restorer and PPO fine-tuning (``persona train --resume``-style
+loading) keep working. A run folder ``<out>/<name>__<seed>__<time>/`` holds ``config.yaml``
+(the base run's training config, so ``persona export --run`` works), ``imitate.yaml`` (this
+config + provenance), ``data.npz`` (every labelled state), ``eval.csv`` (per round: held-out
+TTR on the small and the anchor family), ``final_model.zip`` and ``summary.json``.
+
+Seeds: collection episodes use ``IMITATE_SEED_BASE + 1_000_000 * seed + 10_000 * round + k``
+(>= the training seed base, so evaluation seeds are never imitation episodes).
+
+    python -m agents.imitate --config configs/train/sim-imitate.yaml \\
+        [--init runs/sim-default__0__<time>] [--export policies/sim-imitate.onnx]
+
+Without ``--init`` the base run is trained first from the config's ``base`` training config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+import yaml
+from sb3_contrib import MaskablePPO
+from stable_baselines3.common.utils import set_random_seed
+
+from agents.baselines import PolicyContext
+from agents.evaluate import true_model
+from agents.extractor import GraphPolicy
+from agents.masks import safe_mask
+from agents.planner import Planner
+from agents.report import new_run_dir
+from agents.train import (
+    TRAIN_SEED_BASE,
+    _provenance,
+    evaluate_model,
+    load_config,
+    load_run_config,
+    train,
+)
+from envs.restore_env import RestoreEnv
+from persona.errors import ConfigError
+from persona.model import atomic_write_text
+
+IMITATE_SEED_BASE = TRAIN_SEED_BASE + 500_000_000
+EVAL_SEED = 91_000_000  # held-out evaluation after each round (below TRAIN_SEED_BASE)
+KEYS = ("nodes", "adjacency", "node_mask", "globals")
+
+
+@dataclass(frozen=True)
+class ImitateConfig:
+    name: str = "sim-imitate"
+    base: str = "configs/train/sim-default.yaml"  # trained first when no init run is given
+    scenarios: str = "generator://mixed-v0?components=5-7"  # labelled by the planner
+    anchor_scenarios: str = "generator://mixed-v0?components=8-16"  # distilled from init
+    seed: int = 0
+    iterations: int = 3
+    episodes: int = 600  # planner-labelled episodes per round
+    anchor_episodes: int = 150  # per round
+    samples: int = 16  # planner futures per decision
+    temperature: float = 0.25  # seconds of planner value per e-fold of target probability
+    beta: float = 0.0  # first round: share of states where the planner's action is taken
+    epochs: int = 8
+    batch_size: int = 128
+    learning_rate: float = 3e-4
+    value_weight: float = 0.5
+    anchor_weight: float = 1.0
+    torch_threads: int = 1
+    eval_episodes: int = 100
+    eval_seed: int = EVAL_SEED
+
+    def __post_init__(self) -> None:
+        for k in ("iterations", "episodes", "samples", "epochs", "batch_size", "torch_threads"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"{k} must be >= 1, got {getattr(self, k)}")
+        for k in ("anchor_episodes", "eval_episodes"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"{k} must be >= 0, got {getattr(self, k)}")
+        if self.temperature < 0 or self.learning_rate <= 0 or not 0 <= self.beta <= 1:
+            raise ConfigError("need temperature >= 0, learning_rate > 0, 0 <= beta <= 1")
+
+
+def imitate_config_from_dict(obj: Any, where: str = "config") -> ImitateConfig:
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(obj).__name__}")
+    known = {f.name for f in fields(ImitateConfig)}
+    unknown = sorted(set(obj) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    try:
+        return ImitateConfig(**obj)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from e
+
+
+def load_imitate_config(path: str | Path) -> ImitateConfig:
+    p = Path(path)
+    try:
+        obj = yaml.safe_load(p.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read imitation config {p}: {e}") from e
+    return imitate_config_from_dict(obj or {}, str(p))
+
+
+# ---------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class Dataset:
+    """Labelled states: observation arrays, the safe action mask, a target distribution over
+    actions, the observed return to go, and whether the target is the planner's (1) or the
+    initial policy's (0)."""
+
+    obs: dict[str, list[np.ndarray]] = field(default_factory=lambda: {k: [] for k in KEYS})
+    mask: list[np.ndarray] = field(default_factory=list)
+    target: list[np.ndarray] = field(default_factory=list)
+    ret: list[float] = field(default_factory=list)
+    planner: list[bool] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.mask)
+
+    def add(
+        self,
+        obs: dict[str, np.ndarray],
+        mask: np.ndarray,
+        target: np.ndarray,
+        ret: float,
+        planner: bool,
+    ) -> None:
+        for k in KEYS:
+            self.obs[k].append(np.asarray(obs[k], dtype=np.float32))
+        self.mask.append(mask.astype(bool))
+        self.target.append(target.astype(np.float32))
+        self.ret.append(ret)
+        self.planner.append(planner)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {k: np.stack(v) for k, v in self.obs.items()}
+        out["mask"] = np.stack(self.mask)
+        out["target"] = np.stack(self.target)
+        out["ret"] = np.asarray(self.ret, dtype=np.float32)
+        out["planner"] = np.asarray(self.planner, dtype=bool)
+        return out
+
+
+def soft_target(actions: np.ndarray, values: np.ndarray, n: int, temperature: float) -> np.ndarray:
+    """A distribution over ``n`` actions from the planner's values of ``actions`` (lower is
+    better): ``softmax(-(values - min) / temperature)``, or the argmax (first on ties) at 0."""
+    t = np.zeros(n, dtype=np.float64)
+    if temperature <= 0:
+        t[actions[int(np.argmin(values))]] = 1.0
+        return t
+    z = np.exp(-(values - values.min()) / temperature)
+    t[actions] = z / z.sum()
+    return t
+
+
+def _tensors(obs: dict[str, np.ndarray]) -> dict[str, th.Tensor]:
+    return {k: th.as_tensor(obs[k][None], dtype=th.float32) for k in KEYS}
+
+
+def _probs(policy: GraphPolicy, obs: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
+    with th.no_grad():
+        dist = policy.get_distribution(_tensors(obs), action_masks=mask[None])
+        p = th.softmax(_logits(dist), dim=-1)
+    return np.asarray(p[0].numpy(), dtype=np.float64)
+
+
+def _logits(dist: Any) -> th.Tensor:
+    """The masked logits of a :class:`MaskableCategoricalDistribution` (masked: -1e8)."""
+    d = dist.distribution
+    assert isinstance(d, th.distributions.Categorical)
+    return d.logits
+
+
+def _act(policy: GraphPolicy, obs: dict[str, np.ndarray], mask: np.ndarray) -> int:
+    """The deterministic masked action (what ``Sb3Policy`` and the ONNX graph take)."""
+    with th.no_grad():
+        dist = policy.get_distribution(_tensors(obs), action_masks=mask[None])
+        return int(dist.get_actions(deterministic=True)[0])
+
+
+def collect(
+    env: RestoreEnv,
+    policy: GraphPolicy,
+    seeds: list[int],
+    data: Dataset,
+    planner: Planner | None = None,
+    teacher: GraphPolicy | None = None,
+    temperature: float = 0.25,
+    beta: float = 0.0,
+) -> list[float]:
+    """Roll out ``policy`` on ``seeds``; label its states with ``planner`` (values of every
+    safe action) or ``teacher`` (its distribution). With probability ``beta`` per labelled
+    state the planner's choice is taken instead of the policy's (DAgger's mixture; 1: roll
+    out the planner itself). Returns each episode's TTR."""
+    assert (planner is None) != (teacher is None), "label with the planner or a teacher"
+    assert beta == 0.0 or planner is not None, "beta mixes in the planner's actions"
+    levels = env.config.alloc_levels
+    scale = env.config.reward_scale
+    ttrs = []
+    for seed in seeds:
+        obs, _ = env.reset(seed=seed)
+        if planner is not None:
+            planner.begin_episode(PolicyContext(env.config, env.n_max, true_model(env)), seed)
+        rows: list[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, float]] = []
+        mix = np.random.default_rng([seed, 0xBE7A])
+        while True:
+            mask = safe_mask(obs, env.action_masks(), levels)
+            actions = np.flatnonzero(mask)
+            expert: int | None = None
+            if actions.size > 1:
+                if planner is not None:
+                    q = planner.values(planner.model.state(), actions)
+                    target = soft_target(actions, q, mask.size, temperature)
+                    if beta > 0 and mix.random() < beta:
+                        expert = int(actions[int(np.argmin(q))])
+                else:
+                    assert teacher is not None
+                    target = _probs(teacher, obs, mask)
+                assert env.state is not None
+                rows.append((obs, mask, target, float(env.state.t)))
+            action = _act(policy, obs, mask) if expert is None else expert
+            if planner is not None:
+                planner.record(action)
+            obs, _, term, trunc, info = env.step(action)
+            if term or trunc:
+                break
+        ttr = float(info["ttr"])
+        ttrs.append(ttr)
+        for o, m, t, now in rows:
+            data.add(o, m, t, -scale * (ttr - now), planner is not None)
+    return ttrs
+
+
+# ---------------------------------------------------------------------------------------
+# fitting
+
+
+def fit(
+    policy: GraphPolicy,
+    arrays: dict[str, np.ndarray],
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    value_weight: float,
+    anchor_weight: float,
+    rng: np.random.Generator,
+) -> dict[str, float]:
+    """Behaviour cloning with SB3's policy optimizer: cross-entropy to the targets (anchor
+    states weighted ``anchor_weight``) + ``value_weight`` x value MSE. Returns the last
+    epoch's mean losses and the agreement of the policy's argmax with the target's."""
+    policy.set_training_mode(True)
+    opt = policy.optimizer
+    for g in opt.param_groups:
+        g["lr"] = learning_rate
+    n = arrays["mask"].shape[0]
+    obs = {k: th.as_tensor(arrays[k]) for k in KEYS}
+    mask = arrays["mask"]
+    target = th.as_tensor(arrays["target"])
+    ret = th.as_tensor(arrays["ret"])
+    w = th.as_tensor(np.where(arrays["planner"], 1.0, anchor_weight).astype(np.float32))
+    stats: dict[str, float] = {}
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        tot = {"ce": 0.0, "value": 0.0}
+        for start in range(0, n, batch_size):
+            idx = th.as_tensor(order[start : start + batch_size])
+            o = {k: v[idx] for k, v in obs.items()}
+            dist = policy.get_distribution(o, action_masks=mask[idx.numpy()])
+            logp = th.log_softmax(_logits(dist), dim=-1)
+            # masked actions have probability 0 in the target: keep 0 * -inf out of the sum
+            ce = -(target[idx] * logp.clamp(min=-1e4)).sum(-1)
+            ce = (w[idx] * ce).sum() / w[idx].sum()
+            v = policy.predict_values(o).flatten()
+            vl = th.mean((v - ret[idx]) ** 2)
+            loss = ce + value_weight * vl
+            opt.zero_grad()
+            loss.backward()
+            th.nn.utils.clip_grad_norm_(policy.parameters(), 0.5)
+            opt.step()
+            k = idx.numel()
+            tot["ce"] += float(ce.detach()) * k
+            tot["value"] += float(vl.detach()) * k
+        stats = {k: v / n for k, v in tot.items()}
+    policy.set_training_mode(False)
+    stats["agreement"] = agreement(policy, arrays)
+    return stats
+
+
+def agreement(policy: GraphPolicy, arrays: dict[str, np.ndarray], batch: int = 1024) -> float:
+    """Share of labelled states where the policy's deterministic action is the target's mode."""
+    hits = 0
+    n = arrays["mask"].shape[0]
+    with th.no_grad():
+        for s in range(0, n, batch):
+            o = {k: th.as_tensor(arrays[k][s : s + batch]) for k in KEYS}
+            dist = policy.get_distribution(o, action_masks=arrays["mask"][s : s + batch])
+            a = dist.get_actions(deterministic=True).numpy()
+            hits += int((a == arrays["target"][s : s + batch].argmax(-1)).sum())
+    return hits / max(n, 1)
+
+
+# ---------------------------------------------------------------------------------------
+# runs
+
+
+@dataclass(frozen=True)
+class ImitateResult:
+    run_dir: Path
+    states: int
+    wall_s: float
+    eval_ttr: float
+    eval_anchor_ttr: float
+
+
+def _init_model(init: Path) -> tuple[MaskablePPO, Path]:
+    zip_ = init / "final_model.zip" if init.is_dir() else init
+    run = init if init.is_dir() else init.parent
+    if not zip_.exists() or not (run / "config.yaml").exists():
+        raise ConfigError(f"init {init}: need a training run folder (config.yaml, final_model.zip)")
+    return MaskablePPO.load(zip_, device="cpu"), run
+
+
+def imitate(
+    cfg: ImitateConfig,
+    init: str | Path,
+    out: str | Path = "runs",
+    log: Any = print,
+) -> ImitateResult:
+    """DAgger from the run ``init`` (a training run folder or its model .zip)."""
+    th.set_num_threads(cfg.torch_threads)
+    th.use_deterministic_algorithms(True)
+    set_random_seed(cfg.seed)
+    model, base_run = _init_model(Path(init))
+    policy = model.policy
+    if not isinstance(policy, GraphPolicy):
+        raise ConfigError(f"init {init}: not a GraphPolicy model")
+    teacher = MaskablePPO.load(_zip(init), device="cpu")  # the fixed anchor targets
+    teacher_policy = teacher.policy
+    assert isinstance(teacher_policy, GraphPolicy)
+    teacher_policy.set_training_mode(False)
+    policy.set_training_mode(False)
+    base_cfg = load_run_config(base_run)
+    n_max = base_cfg.max_components
+    run_dir = new_run_dir(out, f"{cfg.name}__{cfg.seed}")
+    base_yaml = yaml.safe_load((base_run / "config.yaml").read_text())
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(base_yaml, sort_keys=False))
+    prov = {**_provenance(), "init": str(Path(init).resolve())}
+    atomic_write_text(
+        run_dir / "imitate.yaml",
+        yaml.safe_dump({**asdict(cfg), "provenance": prov}, sort_keys=False),
+    )
+    env = RestoreEnv(scenario=cfg.scenarios, max_components=n_max)
+    anchor_env = RestoreEnv(scenario=cfg.anchor_scenarios, max_components=n_max)
+    planner = Planner(samples=cfg.samples)
+    rng = np.random.default_rng([cfg.seed, 0x494D4954])
+    data = Dataset()
+    evals = ["round,states,wall_s,train_ttr,ttr_small,ttr_anchor,ce,value,agreement"]
+    t0 = time.perf_counter()
+
+    def evaluate() -> tuple[float, float]:
+        if cfg.eval_episodes == 0:
+            return float("nan"), float("nan")
+        a = evaluate_model(model, cfg.scenarios, cfg.eval_episodes, cfg.eval_seed, n_max)
+        b = evaluate_model(model, cfg.anchor_scenarios, cfg.eval_episodes, cfg.eval_seed, n_max)
+        return float(np.mean([r.ttr for r in a])), float(np.mean([r.ttr for r in b]))
+
+    small, anchor = evaluate()
+    evals.append(f"0,0,0.0,nan,{small:.4f},{anchor:.4f},nan,nan,nan")
+    log(f"round 0 (init): small {small:.2f} s, anchor {anchor:.2f} s")
+    for r in range(1, cfg.iterations + 1):
+        base = IMITATE_SEED_BASE + 1_000_000 * cfg.seed + 10_000 * r
+        ttrs = collect(
+            env,
+            policy,
+            [base + k for k in range(cfg.episodes)],
+            data,
+            planner=planner,
+            temperature=cfg.temperature,
+            beta=cfg.beta if r == 1 else 0.0,
+        )
+        if cfg.anchor_episodes:
+            collect(
+                anchor_env,
+                policy,
+                [base + 5_000 + k for k in range(cfg.anchor_episodes)],
+                data,
+                teacher=teacher_policy,
+            )
+        arrays = data.arrays()
+        st = fit(
+            policy,
+            arrays,
+            cfg.epochs,
+            cfg.batch_size,
+            cfg.learning_rate,
+            cfg.value_weight,
+            cfg.anchor_weight,
+            rng,
+        )
+        small, anchor = evaluate()
+        wall = time.perf_counter() - t0
+        evals.append(
+            f"{r},{len(data)},{wall:.1f},{np.mean(ttrs):.4f},{small:.4f},{anchor:.4f},"
+            f"{st['ce']:.5f},{st['value']:.5f},{st['agreement']:.4f}"
+        )
+        atomic_write_text(run_dir / "eval.csv", "\n".join(evals) + "\n")
+        np.savez_compressed(run_dir / "data.npz", **arrays)  # type: ignore[arg-type]
+        log(
+            f"round {r}: {len(data)} states, {wall:.0f} s, rollout {np.mean(ttrs):.2f} s, "
+            f"eval small {small:.2f} s, anchor {anchor:.2f} s, ce {st['ce']:.4f}, "
+            f"agreement {st['agreement']:.3f}"
+        )
+    wall = time.perf_counter() - t0
+    model.save(run_dir / "final_model")
+    res = ImitateResult(run_dir, len(data), wall, small, anchor)
+    summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(res).items()}
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return res
+
+
+def _zip(init: str | Path) -> Path:
+    p = Path(init)
+    return p / "final_model.zip" if p.is_dir() else p
+
+
+def export_imitation(run: str | Path, out: str | Path, max_components: int = 24) -> Path:
+    """``persona export`` of an imitation run, with the imitation config in the sidecar."""
+    from agents.export import export_run
+
+    onnx, side = export_run(run, out, max_components)
+    meta = json.loads(side.read_text())
+    imit = yaml.safe_load((Path(run) / "imitate.yaml").read_text())
+    meta["imitation"] = imit
+    meta["provenance"]["imitation_summary"] = json.loads((Path(run) / "summary.json").read_text())
+    atomic_write_text(side, json.dumps(meta, indent=2) + "\n")
+    return onnx
+
+
+def main(argv: list[str] | None = None) -> ImitateResult:
+    ap = argparse.ArgumentParser(description="Imitate the model-knowing planner (DAgger).")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--init", help="trained run folder to start from (default: train `base`)")
+    ap.add_argument("--out", default="runs")
+    ap.add_argument("--export", help="write the result to this .onnx (+ .json sidecar)")
+    ap.add_argument("--max-components", type=int, default=24, help="export padding")
+    args = ap.parse_args(argv)
+    cfg = load_imitate_config(args.config)
+    init = args.init
+    if init is None:
+        base = load_config(cfg.base)
+        print(f"training the base run from {cfg.base} (seed {base.seed})", flush=True)
+        init = train(base, out=args.out, progress=False).run_dir
+    res = imitate(cfg, init, out=args.out, log=lambda m: print(m, flush=True))
+    print(f"run folder {res.run_dir}")
+    if args.export:
+        onnx = export_imitation(res.run_dir, args.export, args.max_components)
+        print(f"exported {onnx} (+ {onnx.with_suffix('.json').name})")
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Imitating the planner (agents/imitate.py): labels are the planner's, cloning learns them,
+a run is reproducible, and its export runs in the ONNX restorer like the torch policy."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch as th
+from sb3_contrib import MaskablePPO
+
+from agents.evaluate import run_episode
+from agents.extractor import GraphPolicy
+from agents.imitate import (
+    Dataset,
+    ImitateConfig,
+    agreement,
+    collect,
+    export_imitation,
+    fit,
+    imitate,
+    imitate_config_from_dict,
+    load_imitate_config,
+    soft_target,
+)
+from agents.masks import safe_mask
+from agents.planner import Planner
+from agents.train import TrainResult
+from envs.restore_env import RestoreEnv
+from persona.errors import ConfigError
+
+pytestmark = pytest.mark.slow
+
+SMALL = "generator://mixed-v0?components=4-5"
+
+
+def _policy(run: TrainResult) -> GraphPolicy:
+    th.set_num_threads(1)
+    pol = MaskablePPO.load(run.run_dir / "final_model.zip", device="cpu").policy
+    assert isinstance(pol, GraphPolicy)
+    pol.set_training_mode(False)
+    return pol
+
+
+def _tiny(**changes: object) -> ImitateConfig:
+    base = {
+        "name": "tiny-imitate",
+        "scenarios": SMALL,
+        "anchor_scenarios": "generator://mixed-v0?components=6-8",
+        "seed": 2,
+        "iterations": 2,
+        "episodes": 2,
+        "anchor_episodes": 1,
+        "samples": 2,
+        "epochs": 1,
+        "batch_size": 16,
+        "eval_episodes": 2,
+    }
+    return imitate_config_from_dict({**base, **changes})
+
+
+class SafePlanner(Planner):
+    """The planner choosing among the safe actions only (what the labels are)."""
+
+    def act(self, obs: dict[str, np.ndarray], mask: np.ndarray) -> int:
+        return super().act(obs, safe_mask(obs, mask, self.ctx.config.alloc_levels))
+
+
+def test_soft_target() -> None:
+    actions, q = np.array([1, 4, 6]), np.array([10.0, 9.0, 9.1])
+    hard = soft_target(actions, q, 8, 0.0)
+    assert hard.tolist() == [0, 0, 0, 0, 1, 0, 0, 0]
+    soft = soft_target(actions, q, 8, 0.25)
+    assert soft.sum() == pytest.approx(1.0)
+    assert np.flatnonzero(soft).tolist() == [1, 4, 6]
+    assert soft[4] > soft[6] > soft[1]
+    assert soft[4] / soft[6] == pytest.approx(np.exp(0.1 / 0.25))
+
+
+def test_rolling_out_the_planner_is_the_planner(tiny_run: TrainResult) -> None:
+    """beta = 1 executes the planner's choice at every labelled state: the episodes (and so
+    the planner's bookkeeping through ``record``) must be exactly ``run_episode`` of the
+    planner, and every label's mode is the action it took."""
+    env = RestoreEnv(scenario=SMALL, max_components=10)
+    seeds = [7, 8, 9]
+    data = Dataset()
+    ttrs = collect(
+        env, _policy(tiny_run), seeds, data, planner=Planner(samples=3), temperature=0.0, beta=1.0
+    )
+    ref = [run_episode(env, SafePlanner(samples=3), s).ttr for s in seeds]
+    assert ttrs == ref
+    arr = data.arrays()
+    assert len(data) > 0 and arr["planner"].all()
+    assert np.all(arr["target"].sum(-1) == 1.0)
+    assert np.all(arr["target"][~arr["mask"]] == 0.0)  # labels only ever on safe actions
+    assert np.all(arr["mask"].sum(-1) > 1)  # forced moves are not labelled
+    assert np.all(arr["ret"] < 0)
+
+
+def test_student_rollout_labels(tiny_run: TrainResult) -> None:
+    """beta = 0: the student acts; states carry the safe mask and the planner's soft target;
+    anchor states carry the teacher's distribution."""
+    env = RestoreEnv(scenario=SMALL, max_components=10)
+    pol = _policy(tiny_run)
+    data = Dataset()
+    collect(env, pol, [11, 12], data, planner=Planner(samples=2), temperature=0.25)
+    collect(env, pol, [13], data, teacher=pol)
+    arr = data.arrays()
+    assert arr["planner"].any() and not arr["planner"].all()
+    assert np.allclose(arr["target"].sum(-1), 1.0, atol=1e-5)
+    assert np.all(arr["target"][~arr["mask"]] == 0.0)
+    levels = env.config.alloc_levels
+    for i in range(len(data)):
+        obs = {k: arr[k][i] for k in ("nodes", "adjacency", "node_mask", "globals")}
+        assert np.all(safe_mask(obs, arr["mask"][i], levels) == arr["mask"][i])
+
+
+def test_cloning_learns_the_labels(tiny_run: TrainResult) -> None:
+    env = RestoreEnv(scenario=SMALL, max_components=10)
+    pol = _policy(tiny_run)
+    data = Dataset()
+    collect(env, pol, list(range(20, 32)), data, planner=Planner(samples=2), temperature=0.0)
+    arr = data.arrays()
+    before = agreement(pol, arr)
+    rng = np.random.default_rng(0)
+    st = fit(pol, arr, 60, 32, 3e-3, 0.5, 1.0, rng)
+    assert st["agreement"] > max(before, 0.9), (before, st)
+    assert st["agreement"] == agreement(pol, arr)
+
+
+def test_run_reproducible_and_exported(tiny_run: TrainResult, tmp_path: Path) -> None:
+    from persona.restorer import OnnxRestorePolicy
+
+    cfg = _tiny()
+    a = imitate(cfg, tiny_run.run_dir, out=tmp_path / "a", log=lambda m: None)
+    b = imitate(cfg, tiny_run.run_dir, out=tmp_path / "b", log=lambda m: None)
+    for f in ("config.yaml", "imitate.yaml", "eval.csv", "data.npz", "final_model.zip"):
+        assert (a.run_dir / f).is_file(), f
+    rows = (a.run_dir / "eval.csv").read_text().splitlines()
+    assert len(rows) == 1 + 1 + cfg.iterations
+    pa = MaskablePPO.load(a.run_dir / "final_model.zip", device="cpu").policy.state_dict()
+    pb = MaskablePPO.load(b.run_dir / "final_model.zip", device="cpu").policy.state_dict()
+    p0 = _policy(tiny_run).state_dict()
+    assert all(th.equal(pa[k], pb[k]) for k in pa)
+    assert any(not th.equal(pa[k], p0[k]) for k in pa), "imitation changed nothing"
+
+    onnx = export_imitation(a.run_dir, tmp_path / "imit.onnx", max_components=12)
+    meta = json.loads(onnx.with_suffix(".json").read_text())
+    assert meta["imitation"]["samples"] == 2 and meta["limits"]["max_components"] == 12
+    restorer = OnnxRestorePolicy(onnx)
+    env = RestoreEnv(scenario=SMALL, max_components=12)
+    torch_pol = MaskablePPO.load(a.run_dir / "final_model.zip", device="cpu")
+    from agents.train import Sb3Policy
+
+    for seed in (40, 41):
+        r1 = run_episode(env, restorer, seed)
+        env10 = RestoreEnv(scenario=SMALL, max_components=10)
+        r2 = run_episode(env10, Sb3Policy(torch_pol), seed)
+        assert r1.ttr == pytest.approx(r2.ttr) and r1.steps == r2.steps
+
+
+def test_config() -> None:
+    cfg = load_imitate_config("configs/train/sim-imitate.yaml")
+    assert cfg.scenarios.endswith("components=5-7") and cfg.samples >= 1
+    with pytest.raises(ConfigError, match="unknown key"):
+        imitate_config_from_dict({"episodez": 3})
+    with pytest.raises(ConfigError):
+        replace(cfg, beta=1.5)
+    with pytest.raises(ConfigError):
+        imitate_config_from_dict({"iterations": 0})

@@ -104,7 +104,6 @@ def summary_markdown(meta: dict[str, Any], rows: dict[str, Any]) -> str:
     knows = {
         "oracle": "every draw (hindsight)",
         "planner": "true model, not the draws",
-        label(meta["learned"]): "observation",
         "critical-path": "observation",
         "seed-adaptive": "observation + past episodes",
     }
@@ -133,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--episodes", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--samples", type=int, default=16, help="planner futures per decision")
-    ap.add_argument("--learned", default=LEARNED)
+    ap.add_argument("--learned", default=LEARNED, help="learned .onnx file(s), comma-separated")
     ap.add_argument("--max-components", type=int, default=DEFAULT_MAX_COMPONENTS)
     ap.add_argument("--out", default="runs")
     args = ap.parse_args(argv)
@@ -146,9 +145,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     walls["oracle"] = time.perf_counter() - t0
     results.append(EvalResult("oracle", args.scenarios, args.episodes, args.seed, tuple(per)))
     planner = Planner(samples=args.samples)
+    learned = [p for p in args.learned.split(",") if p]
     policies: list[tuple[str, Any]] = [
         ("planner", planner),
-        (label(args.learned), load_policy(args.learned)),
+        *[(label(p), load_policy(p)) for p in learned],
         ("critical-path", load_policy("critical-path")),
         ("seed-adaptive", load_policy("seed-adaptive")),
     ]

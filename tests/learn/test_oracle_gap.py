@@ -25,3 +25,16 @@ def test_tiny_oracle_gap_run(tmp_path: Path, capsys):
             assert s["ratio_to_oracle"][0] >= 1.0 - 1e-9  # the oracle bounds every policy
             assert s["episodes_below_oracle"] == 0
     assert "Planner / oracle" in capsys.readouterr().out
+
+
+def test_several_learned_policies(tmp_path: Path) -> None:
+    import shutil
+
+    for ext in (".onnx", ".json"):
+        shutil.copy(f"policies/sim-default{ext}", tmp_path / f"other{ext}")
+    learned = f"policies/sim-default.onnx,{tmp_path / 'other.onnx'}"
+    args = ["--episodes", "2", "--seed", "7", "--samples", "1", "--learned", learned]
+    out = oracle_gap.main([*args, "--out", str(tmp_path)])
+    pols = out["policies"]
+    assert list(pols)[:4] == ["oracle", "planner", "sim-default", "other"]
+    assert pols["other"]["ttr_mean"] == pols["sim-default"]["ttr_mean"]  # the same network

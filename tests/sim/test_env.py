@@ -103,8 +103,8 @@ def test_step_after_end_and_before_reset():
 
 
 def test_bad_arguments_have_clear_errors():
-    with pytest.raises(ScenarioError, match="backend 'live' is not available"):
-        RestoreEnv(backend="live")
+    with pytest.raises(ScenarioError, match="backend 'docker' is not available"):
+        RestoreEnv(backend="docker")
     with pytest.raises(ScenarioError, match="raise max_components"):
         RestoreEnv("generator://mixed-v0?components=30")
     with pytest.raises(ScenarioError, match="unknown generator"):

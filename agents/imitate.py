@@ -165,6 +165,17 @@ class Dataset:
         self.ret.append(ret)
         self.planner.append(planner)
 
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Dataset:
+        d = cls()
+        for k in KEYS:
+            d.obs[k] = list(arrays[k])
+        d.mask = list(arrays["mask"])
+        d.target = list(arrays["target"])
+        d.ret = [float(x) for x in arrays["ret"]]
+        d.planner = [bool(x) for x in arrays["planner"]]
+        return d
+
     def arrays(self) -> dict[str, np.ndarray]:
         out = {k: np.stack(v) for k, v in self.obs.items()}
         out["mask"] = np.stack(self.mask)
@@ -358,12 +369,27 @@ def imitate(
     init: str | Path,
     out: str | Path = "runs",
     log: Any = print,
+    resume: str | Path | None = None,
 ) -> ImitateResult:
-    """DAgger from the run ``init`` (a training run folder or its model .zip)."""
+    """DAgger from the run ``init`` (a training run folder or its model .zip).
+
+    ``resume``: an imitation run folder to continue up to ``cfg.iterations`` rounds (every
+    other setting must be the run's own); the result is the same as one uninterrupted run."""
     th.set_num_threads(cfg.torch_threads)
     th.use_deterministic_algorithms(True)
     set_random_seed(cfg.seed)
     model, base_run = _init_model(Path(init))
+    done_rounds: list[list[str]] = []
+    if resume is not None:
+        run_dir = Path(resume)
+        old = yaml.safe_load((run_dir / "imitate.yaml").read_text())
+        old.pop("provenance", None)
+        mine = {**asdict(cfg), "iterations": old["iterations"]}
+        if old != mine:
+            diff = sorted(k for k in mine if old.get(k) != mine[k])
+            raise ConfigError(f"cannot resume {run_dir}: config differs in {diff}")
+        model = MaskablePPO.load(run_dir / "final_model.zip", device="cpu")
+        done_rounds = [r.split(",") for r in (run_dir / "eval.csv").read_text().splitlines()[2:]]
     policy = model.policy
     if not isinstance(policy, GraphPolicy):
         raise ConfigError(f"init {init}: not a GraphPolicy model")
@@ -374,10 +400,14 @@ def imitate(
     policy.set_training_mode(False)
     base_cfg = load_run_config(base_run)
     n_max = base_cfg.max_components
-    run_dir = new_run_dir(out, f"{cfg.name}__{cfg.seed}")
-    base_yaml = yaml.safe_load((base_run / "config.yaml").read_text())
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(base_yaml, sort_keys=False))
-    prov = {**_provenance(), "init": str(Path(init).resolve())}
+    if resume is None:
+        run_dir = new_run_dir(out, f"{cfg.name}__{cfg.seed}")
+        base_yaml = yaml.safe_load((base_run / "config.yaml").read_text())
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(base_yaml, sort_keys=False))
+        prov = {**_provenance(), "init": str(Path(init).resolve())}
+    else:
+        prov = yaml.safe_load((run_dir / "imitate.yaml").read_text())["provenance"]
+        prov.setdefault("resumed", []).append(_provenance())
     atomic_write_text(
         run_dir / "imitate.yaml",
         yaml.safe_dump({**asdict(cfg), "provenance": prov}, sort_keys=False),
@@ -389,6 +419,13 @@ def imitate(
     data = Dataset()
     evals = ["round,states,wall_s,train_ttr,ttr_small,ttr_anchor,ce,value,agreement"]
     t0 = time.perf_counter()
+    if resume is not None:
+        data = Dataset.from_arrays(dict(np.load(run_dir / "data.npz")))
+        evals = (run_dir / "eval.csv").read_text().splitlines()
+        for row in done_rounds:  # replay the fits' shuffles: the same stream as one run
+            for _ in range(cfg.epochs):
+                rng.permutation(int(row[1]))
+        t0 -= float(done_rounds[-1][2]) if done_rounds else 0.0
 
     def evaluate() -> tuple[float, float]:
         if cfg.eval_episodes == 0:
@@ -397,10 +434,13 @@ def imitate(
         b = evaluate_model(model, cfg.anchor_scenarios, cfg.eval_episodes, cfg.eval_seed, n_max)
         return float(np.mean([r.ttr for r in a])), float(np.mean([r.ttr for r in b]))
 
-    small, anchor = evaluate()
-    evals.append(f"0,0,0.0,nan,{small:.4f},{anchor:.4f},nan,nan,nan")
-    log(f"round 0 (init): small {small:.2f} s, anchor {anchor:.2f} s")
-    for r in range(1, cfg.iterations + 1):
+    if resume is None:
+        small, anchor = evaluate()
+        evals.append(f"0,0,0.0,nan,{small:.4f},{anchor:.4f},nan,nan,nan")
+        log(f"round 0 (init): small {small:.2f} s, anchor {anchor:.2f} s")
+    else:
+        small, anchor = (float(x) for x in evals[-1].split(",")[4:6])
+    for r in range(len(done_rounds) + 1, cfg.iterations + 1):
         base = IMITATE_SEED_BASE + 1_000_000 * cfg.seed + 10_000 * r
         ttrs = collect(
             env,
@@ -438,13 +478,13 @@ def imitate(
         )
         atomic_write_text(run_dir / "eval.csv", "\n".join(evals) + "\n")
         np.savez_compressed(run_dir / "data.npz", **arrays)  # type: ignore[arg-type]
+        model.save(run_dir / "final_model")  # every round: a run can be resumed
         log(
             f"round {r}: {len(data)} states, {wall:.0f} s, rollout {np.mean(ttrs):.2f} s, "
             f"eval small {small:.2f} s, anchor {anchor:.2f} s, ce {st['ce']:.4f}, "
             f"agreement {st['agreement']:.3f}"
         )
     wall = time.perf_counter() - t0
-    model.save(run_dir / "final_model")
     res = ImitateResult(run_dir, len(data), wall, small, anchor)
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(res).items()}
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -473,17 +513,22 @@ def main(argv: list[str] | None = None) -> ImitateResult:
     ap = argparse.ArgumentParser(description="Imitate the model-knowing planner (DAgger).")
     ap.add_argument("--config", required=True)
     ap.add_argument("--init", help="trained run folder to start from (default: train `base`)")
+    ap.add_argument("--resume", help="imitation run folder to continue to the config's rounds")
     ap.add_argument("--out", default="runs")
     ap.add_argument("--export", help="write the result to this .onnx (+ .json sidecar)")
     ap.add_argument("--max-components", type=int, default=24, help="export padding")
     args = ap.parse_args(argv)
     cfg = load_imitate_config(args.config)
     init = args.init
+    if args.resume is not None:
+        init = yaml.safe_load((Path(args.resume) / "imitate.yaml").read_text())["provenance"][
+            "init"
+        ]
     if init is None:
         base = load_config(cfg.base)
         print(f"training the base run from {cfg.base} (seed {base.seed})", flush=True)
         init = train(base, out=args.out, progress=False).run_dir
-    res = imitate(cfg, init, out=args.out, log=lambda m: print(m, flush=True))
+    res = imitate(cfg, init, args.out, lambda m: print(m, flush=True), args.resume)
     print(f"run folder {res.run_dir}")
     if args.export:
         onnx = export_imitation(res.run_dir, args.export, args.max_components)

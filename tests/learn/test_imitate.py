@@ -171,3 +171,20 @@ def test_config() -> None:
         replace(cfg, beta=1.5)
     with pytest.raises(ConfigError):
         imitate_config_from_dict({"iterations": 0})
+
+
+def test_resume_equals_one_run(tiny_run: TrainResult, tmp_path: Path) -> None:
+    cfg = _tiny(anchor_episodes=0, eval_episodes=0)
+    whole = imitate(cfg, tiny_run.run_dir, out=tmp_path / "w", log=lambda m: None)
+    part = imitate(replace(cfg, iterations=1), tiny_run.run_dir, tmp_path / "p", lambda m: None)
+    with pytest.raises(ConfigError, match="samples"):
+        imitate(replace(cfg, samples=3), tiny_run.run_dir, tmp_path, lambda m: None, part.run_dir)
+    res = imitate(cfg, tiny_run.run_dir, tmp_path, lambda m: None, part.run_dir)
+    assert res.run_dir == part.run_dir and res.states == whole.states
+    pa = MaskablePPO.load(whole.run_dir / "final_model.zip", device="cpu").policy.state_dict()
+    pb = MaskablePPO.load(part.run_dir / "final_model.zip", device="cpu").policy.state_dict()
+    assert all(th.equal(pa[k], pb[k]) for k in pa)
+    a, b = np.load(whole.run_dir / "data.npz"), np.load(part.run_dir / "data.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a.files)
+    rows = (part.run_dir / "eval.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]

@@ -33,6 +33,8 @@ from persona.provision.plan import (
     check_plan,
     connections,
     cpu_allocation,
+    external_holders,
+    lock_pairs,
     lock_release_after,
     replacement,
 )
@@ -236,10 +238,11 @@ class Session:
         check_plan(self.m, plan)
         t = self.clock.rel()
         procs = [s.component for s in plan.steps if s.kind == ComponentKind.PROCESS.value]
-        conns = connections(self.m)
+        conns = lock_pairs(self.m)
         release_at = lock_release_after(procs, conns) if self.opts.lock else -1
         self.trace.lock = {
-            "connections": [list(c) for c in conns],
+            "connections": [list(c) for c in connections(self.m)],
+            "external": external_holders(self.m),
             "release_after": procs[release_at] if release_at >= 0 else None,
         }
         n_proc = 0
@@ -300,7 +303,8 @@ class Session:
         last trace record. Raises ``PersonaError`` when the step fails; nothing is rolled back
         here (the caller decides: :meth:`rollback`). The netns lock follows :meth:`apply`'s
         rule over the order taken so far: engaged before the first process restore, released
-        once both ends of every captured connection are back."""
+        once both ends of every captured connection are back and every process holding a
+        connection to an outside peer is restored."""
         if name not in self.m.names:
             raise RestoreError(f"{name!r} is not a component of {self.m.host.name}'s persona")
         if not 0 <= level < len(levels):
@@ -308,9 +312,13 @@ class Session:
         if self.m.component(name).kind != ComponentKind.PROCESS:
             self._component(name)
             return self.trace.steps[-1]
-        conns = connections(self.m)
+        conns = lock_pairs(self.m)
         if self.opts.lock and conns and not self.restored and not self.locked:
-            self.trace.lock = {"connections": [list(c) for c in conns], "release_after": None}
+            self.trace.lock = {
+                "connections": [list(c) for c in connections(self.m)],
+                "external": external_holders(self.m),
+                "release_after": None,
+            }
             self._lock()
         self._process(levels, name, level)
         self.restored.add(name)

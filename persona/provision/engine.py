@@ -25,7 +25,9 @@ CONTAINERS_ROOT = Path("/var/lib/docker/containers")
 # containerd's shim bundle: runc's CRIU work dir (stats-restore, restore.log) lives here
 TASK_ROOT = Path("/var/lib/docker/containerd/daemon/io.containerd.runtime.v2.task/moby")
 RUN_TASK_ROOT = Path("/var/run/docker/containerd/daemon/io.containerd.runtime.v2.task/moby")
-LOCK_RULE = ("INPUT", "-i", "lo", "-j", "DROP")
+# the netns lock: nothing reaches the replacement's sockets while CRIU repairs them - neither
+# loopback peers (a connection between two of the host's processes) nor outside clients
+LOCK_RULE = ("INPUT", "-j", "DROP")
 
 
 class ProvisionEngine(Protocol):

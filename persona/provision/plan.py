@@ -281,6 +281,33 @@ def connections(manifest: PersonaManifest) -> list[tuple[str, str]]:
     return sorted(out)
 
 
+def external_holders(manifest: PersonaManifest) -> list[str]:
+    """Process components holding captured connections to peers outside the host (a client of
+    the service): their restore must happen behind the netns lock too, or the peer's
+    retransmissions / resets reach the socket CRIU is repairing and the restore fails
+    ("Can't restore not-sent send queue data ... Connection reset by peer")."""
+    net = next((c for c in manifest.components if c.kind == ComponentKind.NETWORK), None)
+    if net is None:
+        return []
+    by_container = {
+        str(c.attributes.get("container")): c.name
+        for c in manifest.components
+        if c.kind == ComponentKind.PROCESS
+    }
+    out: set[str] = set()
+    for j in net.attributes.get("joins", []) or []:
+        a, b = by_container.get(str(j.get("client"))), by_container.get(str(j.get("server")))
+        if (a is None) != (b is None):
+            out.add(a or b)  # type: ignore[arg-type]
+    return sorted(out)
+
+
+def lock_pairs(manifest: PersonaManifest) -> list[tuple[str, str]]:
+    """What the netns lock waits for: both ends of every internal connection, and every
+    holder of an external one (a pair with itself)."""
+    return connections(manifest) + [(p, p) for p in external_holders(manifest)]
+
+
 def host_ip(manifest: PersonaManifest) -> str:
     net = next((c for c in manifest.components if c.kind == ComponentKind.NETWORK), None)
     for a in (net.attributes.get("addresses", []) if net else []) or []:

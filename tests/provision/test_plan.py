@@ -130,3 +130,25 @@ def test_a_manifest_without_a_namespace_owner_is_refused(m: PersonaManifest) -> 
     comps = [c for c in m.components if c.name != "pause.filesystem"]
     with pytest.raises(RestoreError, match="namespace owner"):
         P.replacement(m.with_components(comps))
+
+
+def test_holders_of_outside_connections_are_restored_behind_the_lock(m: PersonaManifest) -> None:
+    """A client outside the host (the load generator) talks to the api: the api's restore
+    must be inside the lock window, even when every internal pair is back before it."""
+    from dataclasses import replace
+
+    net = next(c for c in m.components if c.kind.value == "network")
+    ext = {"local": "10.77.0.61:8080", "remote": "10.77.0.20:40000",
+           "client": None, "server": "persona-rx61-api"}
+    attrs = {**net.attributes, "joins": [*net.attributes["joins"], ext]}
+    m2 = replace(m, components=tuple(
+        replace(c, attributes=attrs) if c is net else c for c in m.components))
+    assert P.external_holders(m) == []
+    assert P.external_holders(m2) == ["api.process"]
+    pairs = P.lock_pairs(m2)
+    assert ("api.process", "api.process") in pairs
+    # redis and the worker are both back first; the lock waits for the api too
+    order = ["redis.process", "worker.process", "api.process"]
+    only_worker = [("worker.process", "redis.process")]
+    assert P.lock_release_after(order, only_worker) == 1
+    assert P.lock_release_after(order, [*only_worker, ("api.process", "api.process")]) == 2

@@ -99,6 +99,7 @@ class TrainConfig:
     torch_threads: int = 2
     checkpoint_every: int = 50_000
     safe_allocation: bool = True  # mask allocations that over-commit the host (agents.masks)
+    init: str | None = None  # start from this model's policy weights (.zip or run folder)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     net: NetConfig = field(default_factory=NetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -397,6 +398,17 @@ def build_model(cfg: TrainConfig, env: VecEnv, tb_dir: Path | None) -> MaskableP
     )
 
 
+def _init_weights(init: str) -> dict[str, th.Tensor]:
+    """The policy weights of a model ``.zip`` or a run folder's ``final_model.zip`` (warm
+    start: this config's hyper-parameters, a fresh optimizer, the same network shape)."""
+    p = Path(init)
+    zip_ = p / "final_model.zip" if p.is_dir() else p
+    if not zip_.exists():
+        raise ConfigError(f"init {init}: no model there (a .zip or a run folder)")
+    state: dict[str, th.Tensor] = MaskablePPO.load(zip_, device="cpu").policy.state_dict()
+    return state
+
+
 def latest_checkpoint(run_dir: Path) -> Path:
     cks = sorted(
         (run_dir / "checkpoints").glob("model_*_steps.zip"),
@@ -439,6 +451,8 @@ def train(
             seed_training_envs(env, cfg.seed + 1 + model.num_timesteps)
         else:
             model = build_model(cfg, env, None)
+            if cfg.init is not None:
+                model.policy.load_state_dict(_init_weights(cfg.init))
             seed_training_envs(env, cfg.seed)
         model.set_logger(configure(str(run_dir / "logs"), ["csv", "tensorboard"]))
         start = model.num_timesteps

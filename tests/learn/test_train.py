@@ -149,3 +149,16 @@ def test_cli_train_and_export(make_tiny_config, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert (tmp_path / "p.onnx").stat().st_size > 0 and (tmp_path / "p.json").exists()
     assert th.get_num_threads() >= 1
+
+
+def test_init_warm_starts_from_another_model(tiny_run: TrainResult, make_tiny_config, tmp_path):
+    frozen = {"n_steps": 64, "batch_size": 128, "n_epochs": 1, "learning_rate": 0.0}
+    cfg = make_tiny_config(init=str(tiny_run.run_dir), timesteps=256, ppo=frozen, seed=9)
+    res = train(cfg, out=tmp_path, progress=False)
+    got, want = _params(res.run_dir), _params(tiny_run.run_dir)
+    assert all(np.array_equal(got[k], want[k]) for k in want)  # lr 0: still the init's weights
+    fresh = train(make_tiny_config(timesteps=256, ppo=frozen, seed=9), tmp_path, progress=False)
+    other = _params(fresh.run_dir)
+    assert any(not np.array_equal(other[k], want[k]) for k in want)
+    with pytest.raises(ConfigError, match="init"):
+        train(make_tiny_config(init=str(tmp_path / "nope.zip")), out=tmp_path, progress=False)

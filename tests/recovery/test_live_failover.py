@@ -91,7 +91,10 @@ def test_broken_checkpoint_rolls_back_and_leaves_the_store_intact(lab: Any, fenc
     assert first["outcome"] == "restore-failed" and "CRIU restore" in first["error"]
     tr = json.loads(Path(first["trace"]).read_text())
     failed = [s for s in tr["steps"] if s["outcome"] == "failed"]
-    assert len(failed) == 1 and failed[0]["kind"] == "process"
+    # the broken image fails in the container and again in the fresh one it is retried in
+    assert len(failed) == 2 and {s["kind"] for s in failed} == {"process"}
+    assert len({s["name"] for s in failed}) == 1
+    assert any(s["action"] == "recreate after failed restore" for s in tr["steps"])
     _no_leftovers(lab, res)
     # the stored persona is untouched: it restores byte-identically twice and verifies
     from persona.store import Repository, verify

@@ -215,8 +215,8 @@ class LiveBackend:
         self.n_max = n_max
         self.base = load_scenario_file(cfg.scenario) if cfg.scenario else None
         self._client = client
-        self._work = Path(tempfile.mkdtemp(prefix="persona-live-"))
-        self.store = cfg.store or str(self._work / "store")
+        self._work_dir: Path | None = None  # made at the first reset, removed by close()
+        self._store = cfg.store
         self.params: EpisodeParams | None = None
         self.state: core.SimState | None = None
         self.run: _Run | None = None
@@ -227,6 +227,17 @@ class LiveBackend:
     def label(self, policy: str) -> None:
         """Name the policy that drives the next episodes (written into their traces)."""
         self.cfg = dataclasses.replace(self.cfg, policy=policy)
+
+    @property
+    def _work(self) -> Path:
+        if self._work_dir is None:
+            self._work_dir = Path(tempfile.mkdtemp(prefix="persona-live-"))
+        return self._work_dir
+
+    @property
+    def store(self) -> str:
+        """Where resets capture to: ``LiveConfig.store``, else a store in the work folder."""
+        return self._store or str(self._work / "store")
 
     # ---- lab access
     @property
@@ -410,7 +421,9 @@ class LiveBackend:
 
             with contextlib.suppress(PersonaError):
                 fence_host(self.client, self.cfg.host)
-        shutil.rmtree(self._work, ignore_errors=True)
+        if self._work_dir is not None:
+            shutil.rmtree(self._work_dir, ignore_errors=True)
+            self._work_dir = None
         self.params = self.state = None
 
     # ---- helpers

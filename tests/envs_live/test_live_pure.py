@@ -232,6 +232,7 @@ def test_live_backend_contract_without_a_lab(tmp_path):
     env = RestoreEnv(backend="live", host="nosuchhost", live={"trace_dir": str(tmp_path)})
     b = env.session
     assert isinstance(b, LiveBackend)
+    assert b._work_dir is None  # nothing is created before the first reset
     with pytest.raises(ScenarioError, match="cannot fork"):
         b.fork()
     with pytest.raises(ScenarioError, match="before reset"):

@@ -263,8 +263,9 @@ def lock_release_after(process_order: Sequence[str], connections: Iterable[tuple
     return last
 
 
-def connections(manifest: PersonaManifest) -> list[tuple[str, str]]:
-    """Captured (client, server) process component pairs from the network component's joins."""
+def _joined(manifest: PersonaManifest) -> list[tuple[str | None, str | None]]:
+    """The network component's captured joins as (client, server) process components; None
+    where an end is not one of the host's processes (a peer outside the host)."""
     net = next((c for c in manifest.components if c.kind == ComponentKind.NETWORK), None)
     if net is None:
         return []
@@ -273,12 +274,15 @@ def connections(manifest: PersonaManifest) -> list[tuple[str, str]]:
         for c in manifest.components
         if c.kind == ComponentKind.PROCESS
     }
-    out: set[tuple[str, str]] = set()
-    for j in net.attributes.get("joins", []) or []:
-        a, b = by_container.get(str(j.get("client"))), by_container.get(str(j.get("server")))
-        if a and b and a != b:
-            out.add((a, b))
-    return sorted(out)
+    return [
+        (by_container.get(str(j.get("client"))), by_container.get(str(j.get("server"))))
+        for j in net.attributes.get("joins", []) or []
+    ]
+
+
+def connections(manifest: PersonaManifest) -> list[tuple[str, str]]:
+    """Captured (client, server) process component pairs from the network component's joins."""
+    return sorted({(a, b) for a, b in _joined(manifest) if a and b and a != b})
 
 
 def external_holders(manifest: PersonaManifest) -> list[str]:
@@ -286,20 +290,7 @@ def external_holders(manifest: PersonaManifest) -> list[str]:
     the service): their restore must happen behind the netns lock too, or the peer's
     retransmissions / resets reach the socket CRIU is repairing and the restore fails
     ("Can't restore not-sent send queue data ... Connection reset by peer")."""
-    net = next((c for c in manifest.components if c.kind == ComponentKind.NETWORK), None)
-    if net is None:
-        return []
-    by_container = {
-        str(c.attributes.get("container")): c.name
-        for c in manifest.components
-        if c.kind == ComponentKind.PROCESS
-    }
-    out: set[str] = set()
-    for j in net.attributes.get("joins", []) or []:
-        a, b = by_container.get(str(j.get("client"))), by_container.get(str(j.get("server")))
-        if (a is None) != (b is None):
-            out.add(a or b)  # type: ignore[arg-type]
-    return sorted(out)
+    return sorted({a or b for a, b in _joined(manifest) if (a is None) != (b is None)})  # type: ignore[misc]
 
 
 def lock_pairs(manifest: PersonaManifest) -> list[tuple[str, str]]:

@@ -65,6 +65,7 @@ from agents.train import (
     evaluate_model,
     load_config,
     load_run_config,
+    read_yaml,
     train,
 )
 from envs.restore_env import RestoreEnv
@@ -123,12 +124,7 @@ def imitate_config_from_dict(obj: Any, where: str = "config") -> ImitateConfig:
 
 
 def load_imitate_config(path: str | Path) -> ImitateConfig:
-    p = Path(path)
-    try:
-        obj = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read imitation config {p}: {e}") from e
-    return imitate_config_from_dict(obj or {}, str(p))
+    return imitate_config_from_dict(read_yaml(path, "imitation config"), str(path))
 
 
 # ---------------------------------------------------------------------------------------

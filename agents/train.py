@@ -146,13 +146,17 @@ def config_from_dict(obj: Any, where: str = "config") -> TrainConfig:
     return cfg
 
 
-def load_config(path: str | Path) -> TrainConfig:
+def read_yaml(path: str | Path, what: str) -> Any:
+    """The YAML document at ``path`` (``{}`` when empty); ``ConfigError`` naming ``what``."""
     p = Path(path)
     try:
-        obj = yaml.safe_load(p.read_text())
+        return yaml.safe_load(p.read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read training config {p}: {e}") from e
-    return config_from_dict(obj or {}, str(p))
+        raise ConfigError(f"cannot read {what} {p}: {e}") from e
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    return config_from_dict(read_yaml(path, "training config"), str(path))
 
 
 # ---------------------------------------------------------------------------------------

@@ -268,10 +268,7 @@ class LiveBackend:
                 ) from None
         fence_host(self.client, host)  # leftovers of a dead host (exited containers)
         ip = self.cfg.ip or self._ip or spec.DEMO_IP  # the address the host had
-        ids: dict[str, str] = {}
-        for s in spec.demo_specs(host, ip=ip, with_load=False):
-            ids[s.name] = demo.create_and_start(self.client, s, ids.get(s.netns_of or ""))
-        demo.wait_ready(self.client, host, self.cfg.start_timeout_s)
+        demo.up(self.client, host, with_load=False, wait_s=self.cfg.start_timeout_s, ip=ip)
         self._ip = ip
         return ip
 

@@ -55,11 +55,11 @@ def create_and_start(client: Any, s: spec.ContainerSpec, netns_id: str | None,
 
 
 def up(client: Any, host: str = spec.DEMO_HOST, with_load: bool = True,
-       wait_s: float = 180.0) -> list[str]:
+       wait_s: float = 180.0, ip: str = spec.DEMO_IP) -> list[str]:
     """Start the demo host (idempotent: running containers are kept, stopped ones recreated)."""
     ensure_network(client)
     ids: dict[str, str] = {}
-    for s in spec.demo_specs(host, with_load=with_load):
+    for s in spec.demo_specs(host, ip=ip, with_load=with_load):
         cur = find(client, s.name)
         if cur is not None and cur["State"] == "running":
             ids[s.name] = str(cur["Id"])

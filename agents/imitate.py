@@ -75,6 +75,21 @@ from persona.model import atomic_write_text
 IMITATE_SEED_BASE = TRAIN_SEED_BASE + 500_000_000
 EVAL_SEED = 91_000_000  # held-out evaluation after each round (below TRAIN_SEED_BASE)
 KEYS = ("nodes", "adjacency", "node_mask", "globals")
+LOSSES = ("ce", "regret")
+# the knobs of the fit alone: a fork (``imitate(..., fork=run)``) may change only these
+FIT_KEYS = (
+    "name",
+    "iterations",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "value_weight",
+    "anchor_weight",
+    "loss",
+    "regret_cap",
+    "ce_weight",
+    "torch_threads",
+)
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,9 @@ class ImitateConfig:
     torch_threads: int = 1
     eval_episodes: int = 100
     eval_seed: int = EVAL_SEED
+    loss: str = "ce"  # "ce": cross-entropy to the soft targets; "regret": cost-sensitive
+    regret_cap: float = 30.0  # s: a planner-labelled action's regret counts at most this
+    ce_weight: float = 0.1  # "regret" loss: + this x cross-entropy on planner states
 
     def __post_init__(self) -> None:
         for k in ("iterations", "episodes", "samples", "epochs", "batch_size", "torch_threads"):
@@ -108,6 +126,10 @@ class ImitateConfig:
                 raise ConfigError(f"{k} must be >= 0, got {getattr(self, k)}")
         if self.temperature < 0 or self.learning_rate <= 0 or not 0 <= self.beta <= 1:
             raise ConfigError("need temperature >= 0, learning_rate > 0, 0 <= beta <= 1")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.regret_cap <= 0 or self.ce_weight < 0:
+            raise ConfigError("need regret_cap > 0 and ce_weight >= 0")
 
 
 def imitate_config_from_dict(obj: Any, where: str = "config") -> ImitateConfig:
@@ -134,12 +156,14 @@ def load_imitate_config(path: str | Path) -> ImitateConfig:
 @dataclass
 class Dataset:
     """Labelled states: observation arrays, the safe action mask, a target distribution over
-    actions, the observed return to go, and whether the target is the planner's (1) or the
-    initial policy's (0)."""
+    actions, the planner's regret of every action (its value minus the best value, s; 0 on
+    anchor states and unsafe actions), the observed return to go, and whether the target is
+    the planner's (1) or the initial policy's (0)."""
 
     obs: dict[str, list[np.ndarray]] = field(default_factory=lambda: {k: [] for k in KEYS})
     mask: list[np.ndarray] = field(default_factory=list)
     target: list[np.ndarray] = field(default_factory=list)
+    regret: list[np.ndarray] = field(default_factory=list)
     ret: list[float] = field(default_factory=list)
     planner: list[bool] = field(default_factory=list)
 
@@ -153,21 +177,34 @@ class Dataset:
         target: np.ndarray,
         ret: float,
         planner: bool,
+        regret: np.ndarray | None = None,
     ) -> None:
         for k in KEYS:
             self.obs[k].append(np.asarray(obs[k], dtype=np.float32))
         self.mask.append(mask.astype(bool))
         self.target.append(target.astype(np.float32))
+        r = np.zeros(mask.size, dtype=np.float32) if regret is None else regret
+        self.regret.append(r.astype(np.float32))
         self.ret.append(ret)
         self.planner.append(planner)
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Dataset:
+    def from_arrays(
+        cls, arrays: dict[str, np.ndarray], temperature: float = 0.25, cap: float = 30.0
+    ) -> Dataset:
+        """From :meth:`arrays`; data saved before regrets were stored gets them recovered from
+        the soft targets (:func:`regret_from_target`)."""
         d = cls()
         for k in KEYS:
             d.obs[k] = list(arrays[k])
         d.mask = list(arrays["mask"])
         d.target = list(arrays["target"])
+        if "regret" in arrays:
+            d.regret = list(arrays["regret"])
+        else:
+            r = regret_from_target(arrays["target"], arrays["mask"], temperature, cap)
+            r[~np.asarray(arrays["planner"], dtype=bool)] = 0.0
+            d.regret = list(r)
         d.ret = [float(x) for x in arrays["ret"]]
         d.planner = [bool(x) for x in arrays["planner"]]
         return d
@@ -176,6 +213,7 @@ class Dataset:
         out = {k: np.stack(v) for k, v in self.obs.items()}
         out["mask"] = np.stack(self.mask)
         out["target"] = np.stack(self.target)
+        out["regret"] = np.stack(self.regret)
         out["ret"] = np.asarray(self.ret, dtype=np.float32)
         out["planner"] = np.asarray(self.planner, dtype=bool)
         return out
@@ -191,6 +229,22 @@ def soft_target(actions: np.ndarray, values: np.ndarray, n: int, temperature: fl
     z = np.exp(-(values - values.min()) / temperature)
     t[actions] = z / z.sum()
     return t
+
+
+def regret_from_target(
+    target: np.ndarray, mask: np.ndarray, temperature: float, cap: float
+) -> np.ndarray:
+    """The planner's regrets recovered from :func:`soft_target` targets (``temperature`` > 0):
+    ``-temperature x log(target / max target)`` on the masked-in actions, at most ``cap`` (a
+    float32 target underflows to 0 beyond about 100 x ``temperature`` s)."""
+    if temperature <= 0:
+        raise ConfigError("regrets cannot be recovered from hard (temperature 0) targets")
+    t = np.asarray(target, dtype=np.float64)
+    top = t.max(-1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        r = -temperature * np.log(np.where(t > 0, t / top, 0.0))
+    r = np.minimum(r, cap)
+    return np.where(mask, r, 0.0).astype(np.float32)
 
 
 def _tensors(obs: dict[str, np.ndarray]) -> dict[str, th.Tensor]:
@@ -241,23 +295,26 @@ def collect(
         obs, _ = env.reset(seed=seed)
         if planner is not None:
             planner.begin_episode(PolicyContext(env.config, env.n_max, true_model(env)), seed)
-        rows: list[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, float]] = []
+        rows: list[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, Any, float]] = []
         mix = np.random.default_rng([seed, 0xBE7A])
         while True:
             mask = safe_mask(obs, env.action_masks(), levels)
             actions = np.flatnonzero(mask)
             expert: int | None = None
             if actions.size > 1:
+                regret = None
                 if planner is not None:
                     q = planner.values(planner.model.state(), actions)
                     target = soft_target(actions, q, mask.size, temperature)
+                    regret = np.zeros(mask.size, dtype=np.float32)
+                    regret[actions] = q - q.min()
                     if beta > 0 and mix.random() < beta:
                         expert = int(actions[int(np.argmin(q))])
                 else:
                     assert teacher is not None
                     target = _probs(teacher, obs, mask)
                 assert env.state is not None
-                rows.append((obs, mask, target, float(env.state.t)))
+                rows.append((obs, mask, target, regret, float(env.state.t)))
             action = _act(policy, obs, mask) if expert is None else expert
             if planner is not None:
                 planner.record(action)
@@ -266,8 +323,8 @@ def collect(
                 break
         ttr = float(info["ttr"])
         ttrs.append(ttr)
-        for o, m, t, now in rows:
-            data.add(o, m, t, -scale * (ttr - now), planner is not None)
+        for o, m, t, g, now in rows:
+            data.add(o, m, t, -scale * (ttr - now), planner is not None, g)
     return ttrs
 
 
@@ -284,10 +341,20 @@ def fit(
     value_weight: float,
     anchor_weight: float,
     rng: np.random.Generator,
+    loss: str = "ce",
+    regret_cap: float = 30.0,
+    ce_weight: float = 0.1,
 ) -> dict[str, float]:
-    """Behaviour cloning with SB3's policy optimizer: cross-entropy to the targets (anchor
-    states weighted ``anchor_weight``) + ``value_weight`` x value MSE. Returns the last
-    epoch's mean losses and the agreement of the policy's argmax with the target's."""
+    """Behaviour cloning with SB3's policy optimizer, + ``value_weight`` x value MSE.
+
+    ``loss="ce"``: cross-entropy to the targets (anchor states weighted ``anchor_weight``).
+    ``loss="regret"`` (cost-sensitive): on planner states the policy's expected regret
+    ``sum_a pi(a) min(regret(a), regret_cap)`` in seconds + ``ce_weight`` x cross-entropy, on
+    anchor states ``anchor_weight`` x cross-entropy to the teacher (a weighted mean over
+    states either way). Returns the last epoch's mean losses, the agreement of the policy's
+    argmax with the target's and the mean regret of its argmax on planner states."""
+    if loss not in LOSSES:
+        raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     policy.set_training_mode(True)
     opt = policy.optimizer
     for g in opt.param_groups:
@@ -297,11 +364,13 @@ def fit(
     mask = arrays["mask"]
     target = th.as_tensor(arrays["target"])
     ret = th.as_tensor(arrays["ret"])
+    is_planner = th.as_tensor(arrays["planner"])
+    regret = th.as_tensor(arrays["regret"]).clamp(max=regret_cap)
     w = th.as_tensor(np.where(arrays["planner"], 1.0, anchor_weight).astype(np.float32))
     stats: dict[str, float] = {}
     for _ in range(epochs):
         order = rng.permutation(n)
-        tot = {"ce": 0.0, "value": 0.0}
+        tot = {"ce": 0.0, "exp_regret": 0.0, "value": 0.0}
         for start in range(0, n, batch_size):
             idx = th.as_tensor(order[start : start + batch_size])
             o = {k: v[idx] for k, v in obs.items()}
@@ -309,34 +378,53 @@ def fit(
             logp = th.log_softmax(_logits(dist), dim=-1)
             # masked actions have probability 0 in the target: keep 0 * -inf out of the sum
             ce = -(target[idx] * logp.clamp(min=-1e4)).sum(-1)
-            ce = (w[idx] * ce).sum() / w[idx].sum()
+            er = (logp.exp() * regret[idx]).sum(-1)  # expected regret (0 on anchor states)
+            per = ce if loss == "ce" else th.where(is_planner[idx], er + ce_weight * ce, ce)
+            pl = (w[idx] * per).sum() / w[idx].sum()
             v = policy.predict_values(o).flatten()
             vl = th.mean((v - ret[idx]) ** 2)
-            loss = ce + value_weight * vl
+            total = pl + value_weight * vl
             opt.zero_grad()
-            loss.backward()
+            total.backward()
             th.nn.utils.clip_grad_norm_(policy.parameters(), 0.5)
             opt.step()
             k = idx.numel()
-            tot["ce"] += float(ce.detach()) * k
+            tot["ce"] += float(ce.detach().mean()) * k
             tot["value"] += float(vl.detach()) * k
+            tot["exp_regret"] += float(er.detach().sum())
         stats = {k: v / n for k, v in tot.items()}
+        stats["exp_regret"] = tot["exp_regret"] / max(int(is_planner.sum()), 1)
     policy.set_training_mode(False)
     stats["agreement"] = agreement(policy, arrays)
+    stats["regret"] = argmax_regret(policy, arrays)
     return stats
 
 
-def agreement(policy: GraphPolicy, arrays: dict[str, np.ndarray], batch: int = 1024) -> float:
-    """Share of labelled states where the policy's deterministic action is the target's mode."""
-    hits = 0
+def _argmax(policy: GraphPolicy, arrays: dict[str, np.ndarray], batch: int = 1024) -> np.ndarray:
+    out = []
     n = arrays["mask"].shape[0]
     with th.no_grad():
         for s in range(0, n, batch):
             o = {k: th.as_tensor(arrays[k][s : s + batch]) for k in KEYS}
             dist = policy.get_distribution(o, action_masks=arrays["mask"][s : s + batch])
-            a = dist.get_actions(deterministic=True).numpy()
-            hits += int((a == arrays["target"][s : s + batch].argmax(-1)).sum())
-    return hits / max(n, 1)
+            out.append(dist.get_actions(deterministic=True).numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def argmax_regret(policy: GraphPolicy, arrays: dict[str, np.ndarray]) -> float:
+    """Mean planner regret (s) of the policy's deterministic action on planner states."""
+    sel = np.asarray(arrays["planner"], dtype=bool)
+    if not sel.any():
+        return float("nan")
+    a = _argmax(policy, {k: v[sel] for k, v in arrays.items()})
+    return float(np.mean(arrays["regret"][sel][np.arange(a.size), a]))
+
+
+def agreement(policy: GraphPolicy, arrays: dict[str, np.ndarray], batch: int = 1024) -> float:
+    """Share of labelled states where the policy's deterministic action is the target's mode."""
+    n = arrays["mask"].shape[0]
+    a = _argmax(policy, arrays, batch)
+    return int((a == arrays["target"].argmax(-1)).sum()) / max(n, 1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -360,32 +448,55 @@ def _init_model(init: Path) -> tuple[MaskablePPO, Path]:
     return MaskablePPO.load(zip_, device="cpu"), run
 
 
+HEADER = "round,states,wall_s,train_ttr,ttr_small,ttr_anchor,ce,value,agreement,regret"
+
+
+def _parent_config(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An imitation run's config (keys added since it was made: their defaults) and provenance."""
+    old = yaml.safe_load((run / "imitate.yaml").read_text())
+    prov = old.pop("provenance", {})
+    return {**asdict(ImitateConfig()), **old}, prov
+
+
 def imitate(
     cfg: ImitateConfig,
     init: str | Path,
     out: str | Path = "runs",
     log: Any = print,
     resume: str | Path | None = None,
+    fork: str | Path | None = None,
 ) -> ImitateResult:
     """DAgger from the run ``init`` (a training run folder or its model .zip).
 
     ``resume``: an imitation run folder to continue up to ``cfg.iterations`` rounds (every
-    other setting must be the run's own); the result is the same as one uninterrupted run."""
+    other setting must be the run's own); the result is the same as one uninterrupted run.
+    ``fork``: an imitation run folder to continue in a *new* run folder from its last round -
+    its model, its labelled states (regrets recovered from the targets if it did not store
+    them) and its anchor teacher - with a config that may differ from the run's only in
+    :data:`FIT_KEYS` (the loss and the fit); rounds are numbered on from the run's, so new
+    rounds label fresh episodes. ``init`` must be the forked run's own ``init``."""
+    if resume is not None and fork is not None:
+        raise ConfigError("resume a run or fork one, not both")
     th.set_num_threads(cfg.torch_threads)
     th.use_deterministic_algorithms(True)
     set_random_seed(cfg.seed)
     model, base_run = _init_model(Path(init))
     done_rounds: list[list[str]] = []
-    if resume is not None:
-        run_dir = Path(resume)
-        old = yaml.safe_load((run_dir / "imitate.yaml").read_text())
-        old.pop("provenance", None)
-        mine = {**asdict(cfg), "iterations": old["iterations"]}
-        if old != mine:
-            diff = sorted(k for k in mine if old.get(k) != mine[k])
-            raise ConfigError(f"cannot resume {run_dir}: config differs in {diff}")
-        model = MaskablePPO.load(run_dir / "final_model.zip", device="cpu")
-        done_rounds = [r.split(",") for r in (run_dir / "eval.csv").read_text().splitlines()[2:]]
+    src = resume if resume is not None else fork
+    parent = None if src is None else Path(src)
+    old: dict[str, Any] = {}
+    old_prov: dict[str, Any] = {}
+    if parent is not None:
+        old, old_prov = _parent_config(parent)
+        free = ("iterations",) if resume is not None else FIT_KEYS
+        diff = sorted(k for k, v in asdict(cfg).items() if k not in free and old.get(k) != v)
+        if diff:
+            what = "resume" if resume is not None else "fork"
+            raise ConfigError(f"cannot {what} {parent}: config differs in {diff}")
+        if Path(old_prov.get("init", init)).resolve() != Path(init).resolve():
+            raise ConfigError(f"{parent} was made from init {old_prov.get('init')}, not {init}")
+        model = MaskablePPO.load(parent / "final_model.zip", device="cpu")
+        done_rounds = [r.split(",") for r in (parent / "eval.csv").read_text().splitlines()[2:]]
     policy = model.policy
     if not isinstance(policy, GraphPolicy):
         raise ConfigError(f"init {init}: not a GraphPolicy model")
@@ -401,8 +512,12 @@ def imitate(
         base_yaml = yaml.safe_load((base_run / "config.yaml").read_text())
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(base_yaml, sort_keys=False))
         prov = {**_provenance(), "init": str(Path(init).resolve())}
+        if fork is not None:
+            prov["forked_from"] = str(Path(fork).resolve())
+            prov["forked_at_round"] = len(done_rounds)
     else:
-        prov = yaml.safe_load((run_dir / "imitate.yaml").read_text())["provenance"]
+        run_dir = Path(resume)
+        prov = old_prov
         prov.setdefault("resumed", []).append(_provenance())
     atomic_write_text(
         run_dir / "imitate.yaml",
@@ -413,14 +528,18 @@ def imitate(
     planner = Planner(samples=cfg.samples)
     rng = np.random.default_rng([cfg.seed, 0x494D4954])
     data = Dataset()
-    evals = ["round,states,wall_s,train_ttr,ttr_small,ttr_anchor,ce,value,agreement"]
+    evals = [HEADER]
     t0 = time.perf_counter()
-    if resume is not None:
-        data = Dataset.from_arrays(dict(np.load(run_dir / "data.npz")))
-        evals = (run_dir / "eval.csv").read_text().splitlines()
-        for row in done_rounds:  # replay the fits' shuffles: the same stream as one run
-            for _ in range(cfg.epochs):
-                rng.permutation(int(row[1]))
+    if parent is not None:
+        arr = dict(np.load(parent / "data.npz"))
+        data = Dataset.from_arrays(arr, old["temperature"], cfg.regret_cap)
+        lines = (parent / "eval.csv").read_text().splitlines()
+        width = HEADER.count(",") + 1
+        evals += [r + ",nan" * (width - r.count(",") - 1) for r in lines[1:]]
+        if resume is not None:  # replay the fits' shuffles: the same stream as one run
+            for row in done_rounds[int(prov.get("forked_at_round", 0)) :]:
+                for _ in range(cfg.epochs):
+                    rng.permutation(int(row[1]))
         t0 -= float(done_rounds[-1][2]) if done_rounds else 0.0
 
     def evaluate() -> tuple[float, float]:
@@ -430,9 +549,9 @@ def imitate(
         b = evaluate_model(model, cfg.anchor_scenarios, cfg.eval_episodes, cfg.eval_seed, n_max)
         return float(np.mean([r.ttr for r in a])), float(np.mean([r.ttr for r in b]))
 
-    if resume is None:
+    if parent is None:
         small, anchor = evaluate()
-        evals.append(f"0,0,0.0,nan,{small:.4f},{anchor:.4f},nan,nan,nan")
+        evals.append(f"0,0,0.0,nan,{small:.4f},{anchor:.4f},nan,nan,nan,nan")
         log(f"round 0 (init): small {small:.2f} s, anchor {anchor:.2f} s")
     else:
         small, anchor = (float(x) for x in evals[-1].split(",")[4:6])
@@ -465,12 +584,15 @@ def imitate(
             cfg.value_weight,
             cfg.anchor_weight,
             rng,
+            cfg.loss,
+            cfg.regret_cap,
+            cfg.ce_weight,
         )
         small, anchor = evaluate()
         wall = time.perf_counter() - t0
         evals.append(
             f"{r},{len(data)},{wall:.1f},{np.mean(ttrs):.4f},{small:.4f},{anchor:.4f},"
-            f"{st['ce']:.5f},{st['value']:.5f},{st['agreement']:.4f}"
+            f"{st['ce']:.5f},{st['value']:.5f},{st['agreement']:.4f},{st['regret']:.4f}"
         )
         atomic_write_text(run_dir / "eval.csv", "\n".join(evals) + "\n")
         np.savez_compressed(run_dir / "data.npz", **arrays)  # type: ignore[arg-type]
@@ -478,7 +600,7 @@ def imitate(
         log(
             f"round {r}: {len(data)} states, {wall:.0f} s, rollout {np.mean(ttrs):.2f} s, "
             f"eval small {small:.2f} s, anchor {anchor:.2f} s, ce {st['ce']:.4f}, "
-            f"agreement {st['agreement']:.3f}"
+            f"agreement {st['agreement']:.3f}, argmax regret {st['regret']:.3f} s"
         )
     wall = time.perf_counter() - t0
     res = ImitateResult(run_dir, len(data), wall, small, anchor)
@@ -510,21 +632,25 @@ def main(argv: list[str] | None = None) -> ImitateResult:
     ap.add_argument("--config", required=True)
     ap.add_argument("--init", help="trained run folder to start from (default: train `base`)")
     ap.add_argument("--resume", help="imitation run folder to continue to the config's rounds")
+    ap.add_argument(
+        "--fork",
+        help="imitation run folder to continue in a new run (the config may change "
+        "only the fit: loss, epochs, learning rate, ...)",
+    )
     ap.add_argument("--out", default="runs")
     ap.add_argument("--export", help="write the result to this .onnx (+ .json sidecar)")
     ap.add_argument("--max-components", type=int, default=24, help="export padding")
     args = ap.parse_args(argv)
     cfg = load_imitate_config(args.config)
     init = args.init
-    if args.resume is not None:
-        init = yaml.safe_load((Path(args.resume) / "imitate.yaml").read_text())["provenance"][
-            "init"
-        ]
+    parent = args.resume or args.fork
+    if parent is not None:
+        init = yaml.safe_load((Path(parent) / "imitate.yaml").read_text())["provenance"]["init"]
     if init is None:
         base = load_config(cfg.base)
         print(f"training the base run from {cfg.base} (seed {base.seed})", flush=True)
         init = train(base, out=args.out, progress=False).run_dir
-    res = imitate(cfg, init, args.out, lambda m: print(m, flush=True), args.resume)
+    res = imitate(cfg, init, args.out, lambda m: print(m, flush=True), args.resume, args.fork)
     print(f"run folder {res.run_dir}")
     if args.export:
         onnx = export_imitation(res.run_dir, args.export, args.max_components)

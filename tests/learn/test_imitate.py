@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch as th
+import yaml
 from sb3_contrib import MaskablePPO
 
 from agents.evaluate import run_episode
@@ -18,12 +19,14 @@ from agents.imitate import (
     Dataset,
     ImitateConfig,
     agreement,
+    argmax_regret,
     collect,
     export_imitation,
     fit,
     imitate,
     imitate_config_from_dict,
     load_imitate_config,
+    regret_from_target,
     soft_target,
 )
 from agents.masks import safe_mask
@@ -188,3 +191,81 @@ def test_resume_equals_one_run(tiny_run: TrainResult, tmp_path: Path) -> None:
     assert all(np.array_equal(a[k], b[k]) for k in a.files)
     rows = (part.run_dir / "eval.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
+
+
+def test_regret_from_target_inverts_soft_target() -> None:
+    actions, q = np.array([1, 4, 6]), np.array([10.0, 9.0, 9.6])
+    t = soft_target(actions, q, 8, 0.25).astype(np.float32)
+    mask = np.zeros(8, dtype=bool)
+    mask[actions] = True
+    r = regret_from_target(t[None], mask[None], 0.25, 30.0)[0]
+    assert r[actions] == pytest.approx(q - q.min(), abs=1e-4)
+    assert np.all(r[~mask] == 0.0)
+    far = soft_target(actions, np.array([100.0, 9.0, 9.6]), 8, 0.25).astype(np.float32)
+    assert regret_from_target(far[None], mask[None], 0.25, 30.0)[0, 1] == 30.0  # underflow: cap
+    with pytest.raises(ConfigError):
+        regret_from_target(t[None], mask[None], 0.0, 30.0)
+    old: dict[str, np.ndarray] = {
+        k: np.zeros((1, 2, 2), np.float32) for k in ("nodes", "adjacency")
+    }
+    old |= {"node_mask": np.ones((1, 2), np.float32), "globals": np.zeros((1, 3), np.float32)}
+    old |= {"mask": mask[None], "target": t[None], "ret": np.zeros(1), "planner": np.ones(1)}
+    d = Dataset.from_arrays(old, 0.25, 30.0)  # data saved before regrets were stored
+    assert d.arrays()["regret"][0] == pytest.approx(r)
+
+
+def test_regret_loss_lowers_the_argmax_regret(tiny_run: TrainResult) -> None:
+    """The stored regrets are the planner's values minus the best; the cost-sensitive fit
+    drives the policy's deterministic action to (near-)zero regret on its training states."""
+    env = RestoreEnv(scenario=SMALL, max_components=10)
+    pol = _policy(tiny_run)
+    data = Dataset()
+    collect(env, pol, list(range(20, 32)), data, planner=Planner(samples=2), temperature=0.25)
+    arr = data.arrays()
+    pl = arr["planner"]
+    assert np.all(arr["regret"][~arr["mask"]] == 0.0) and np.all(arr["regret"] >= 0)
+    assert np.allclose(arr["regret"][pl].min(-1, where=arr["mask"][pl], initial=1e9), 0.0)
+    before = argmax_regret(pol, arr)
+    st = fit(pol, arr, 60, 32, 3e-3, 0.5, 1.0, np.random.default_rng(0), "regret", 30.0, 0.1)
+    assert st["regret"] == argmax_regret(pol, arr)
+    assert st["regret"] < 0.5 * before or st["regret"] < 0.05, (before, st)
+    with pytest.raises(ConfigError, match="loss"):
+        fit(pol, arr, 1, 32, 1e-3, 0.5, 1.0, np.random.default_rng(0), "mse")
+
+
+def test_fork_continues_with_a_new_fit(tiny_run: TrainResult, tmp_path: Path) -> None:
+    """A fork starts from the run's model and data, in a new folder; only fit keys may change;
+    resuming a fork equals one uninterrupted fork."""
+    cfg = _tiny(anchor_episodes=1, eval_episodes=0, iterations=1)
+    parent = imitate(cfg, tiny_run.run_dir, out=tmp_path / "p", log=lambda m: None)
+    with pytest.raises(ConfigError, match="samples"):
+        imitate(
+            replace(cfg, samples=3),
+            tiny_run.run_dir,
+            tmp_path,
+            lambda m: None,
+            None,
+            parent.run_dir,
+        )
+    new = replace(cfg, iterations=3, loss="regret", learning_rate=1e-4, name="tiny-fork")
+    whole = imitate(new, tiny_run.run_dir, tmp_path / "w", lambda m: None, fork=parent.run_dir)
+    assert whole.run_dir != parent.run_dir and whole.states > parent.states
+    meta = yaml.safe_load((whole.run_dir / "imitate.yaml").read_text())
+    assert meta["loss"] == "regret" and meta["provenance"]["forked_at_round"] == 1
+    rows = (whole.run_dir / "eval.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2", "3"]
+    assert len({r.count(",") for r in rows}) == 1
+    part = imitate(
+        replace(new, iterations=2),
+        tiny_run.run_dir,
+        tmp_path / "f",
+        lambda m: None,
+        fork=parent.run_dir,
+    )
+    res = imitate(new, tiny_run.run_dir, tmp_path, lambda m: None, part.run_dir)
+    assert res.run_dir == part.run_dir and res.states == whole.states
+    pa = MaskablePPO.load(whole.run_dir / "final_model.zip", device="cpu").policy.state_dict()
+    pb = MaskablePPO.load(part.run_dir / "final_model.zip", device="cpu").policy.state_dict()
+    assert all(th.equal(pa[k], pb[k]) for k in pa)
+    a, b = np.load(whole.run_dir / "data.npz"), np.load(part.run_dir / "data.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a.files) and "regret" in a.files

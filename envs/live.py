@@ -156,6 +156,9 @@ def live_scenario(
         family="live",
         kind_models=base.kind_models,
         sim_overrides=base.sim_overrides,
+        component_models={
+            n: km for n, km in (base.component_models or {}).items() if n in names
+        } or None,
     )
 
 
@@ -267,7 +270,7 @@ class LiveBackend:
                     "(persona lab up) or allow the backend to create it"
                 ) from None
         fence_host(self.client, host)  # leftovers of a dead host (exited containers)
-        ip = self.cfg.ip or self._ip or spec.DEMO_IP  # the address the host had
+        ip = self.cfg.ip or self._ip or spec.lab_host(host).ip  # the address the host had
         demo.up(self.client, host, with_load=False, wait_s=self.cfg.start_timeout_s, ip=ip)
         self._ip = ip
         return ip

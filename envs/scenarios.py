@@ -431,7 +431,10 @@ def _scenario_from_obj(obj: Any, source: str) -> Scenario:
         raise ScenarioError(
             f"{source}: a scenario file must be a mapping with 'name', 'host', 'persona'"
         )
-    allowed = {"name", "description", "family", "host", "persona", "hidden", "kind_models", "sim"}
+    allowed = {
+        "name", "description", "family", "host", "persona", "hidden", "kind_models", "sim",
+        "component_models",
+    }
     extra = sorted(set(obj) - allowed)
     if extra:
         raise ScenarioError(
@@ -482,6 +485,7 @@ def _scenario_from_obj(obj: Any, source: str) -> Scenario:
         mu[name] = float(d.get("mu", mu[name]))
         sd[name] = float(d.get("sigma", sd[name]))
     kind_models = _kind_models_from_obj(obj.get("kind_models"), source)
+    component_models = _component_models_from_obj(obj.get("component_models"), source)
     sim = obj.get("sim") or None
     if sim is not None:
         if not isinstance(sim, dict) or not all(
@@ -500,9 +504,30 @@ def _scenario_from_obj(obj: Any, source: str) -> Scenario:
             family=str(obj.get("family", "custom")),
             kind_models=kind_models,
             sim_overrides=sim,
+            component_models=component_models,
         )
     except ScenarioError as e:
         raise ScenarioError(f"{source}: {e}") from None
+
+
+def _model_from_obj(v: Any, where: str) -> KindModel:
+    try:
+        return KindModel(**{f: float(x) for f, x in v.items()})
+    except (TypeError, AttributeError, ValueError) as e:
+        raise ScenarioError(
+            f"{where}: {e}; fields are cpu_base_s, cpu_mb_per_core_s, "
+            "io_factor, serial, sigma, fixed_s, fixed_s_per_mb"
+        ) from None
+
+
+def _component_models_from_obj(obj: Any, source: str) -> dict[str, KindModel] | None:
+    """``component_models: {<component name>: <model, as in kind_models>}`` (what ``persona
+    calibrate`` writes for components with steps enough of their own)."""
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise ScenarioError(f"{source}: component_models must be a mapping of component -> model")
+    return {str(k): _model_from_obj(v, f"{source}: component_models.{k}") for k, v in obj.items()}
 
 
 def _kind_models_from_obj(obj: Any, source: str) -> dict[ComponentKind, KindModel] | None:
@@ -520,13 +545,7 @@ def _kind_models_from_obj(obj: Any, source: str) -> dict[ComponentKind, KindMode
         except ValueError:
             kinds = ", ".join(c.value for c in ComponentKind)
             raise ScenarioError(f"{source}: kind_models.{k}: unknown kind; use {kinds}") from None
-        try:
-            out[kind] = KindModel(**{f: float(x) for f, x in v.items()})
-        except (TypeError, AttributeError, ValueError) as e:
-            raise ScenarioError(
-                f"{source}: kind_models.{k}: {e}; fields are cpu_base_s, cpu_mb_per_core_s, "
-                "io_factor, serial, sigma, fixed_s, fixed_s_per_mb"
-            ) from None
+        out[kind] = _model_from_obj(v, f"{source}: kind_models.{k}")
     return out
 
 

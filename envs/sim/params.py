@@ -142,6 +142,9 @@ class Scenario:
     kind_models: dict[ComponentKind, KindModel] | None = None
     # SimConfig fields measured on this host (a calibrated live host: validation_s, ...)
     sim_overrides: dict[str, float] | None = None
+    # step-duration models of single components (by name), overriding their kind's model: a
+    # calibrated live host whose processes restore differently (one self-checks after a pause)
+    component_models: dict[str, KindModel] | None = None
 
     def __post_init__(self) -> None:
         names = set(self.manifest.names)
@@ -157,6 +160,11 @@ class Scenario:
                 )
         if not self.manifest.components:
             raise ScenarioError(f"scenario {self.name!r} has no components")
+        unknown = sorted(set(self.component_models or {}) - names)
+        if unknown:
+            raise ScenarioError(
+                f"scenario {self.name!r}: component_models names unknown component {unknown[0]!r}"
+            )
         bad = sorted(set(self.sim_overrides or {}) - set(SIM_OVERRIDABLE))
         if bad:
             raise ScenarioError(
@@ -268,10 +276,11 @@ def compile_episode(
     rows: list[tuple[float, ...]] = []
     kind_l, role_l, proc_l = [], [], []
     overrides = scenario.kind_models or {}
+    per_component = scenario.component_models or {}
     for i, c in enumerate(comps):
         for dep in c.depends_on:
             parents[i, idx[dep]] = True
-        m = overrides.get(c.kind) or config.kind_models[c.kind]
+        m = per_component.get(c.name) or overrides.get(c.kind) or config.kind_models[c.kind]
         size = c.size_bytes / MB
         use_i = peak_i = 0.0
         if c.is_process:

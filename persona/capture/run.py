@@ -215,6 +215,8 @@ def _capture(client: Any, host: str, sink: VersionSink, opts: CaptureOptions,
             if clog.exists():
                 proc["criu_phases_ms"] = parse.criu_log_phases(clog.read_text(errors="replace"))
                 phases[cname] = proc["criu_phases_ms"]
+            if spec.READY_LABEL in c["Labels"]:
+                proc["ready_file"] = c["Labels"][spec.READY_LABEL]
             proc_data = str(final.relative_to(staging))
             proc_bytes = probe.dir_size(final)
         diff = client.diff(c["Id"]) or []

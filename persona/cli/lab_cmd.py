@@ -33,8 +33,11 @@ def lab() -> None:
 @click.option("--no-demo", is_flag=True, help="Install, start the engine and build images only.")
 @click.option("--no-install", is_flag=True, help="Do not install missing packages.")
 @click.option("--no-load", is_flag=True, help="Start the demo host without its load client.")
-def up(no_demo: bool, no_install: bool, no_load: bool) -> None:
-    """Install what is missing, start the engine, build images, start the demo host."""
+@click.option("--host", default="demo", show_default=True,
+              help="Which lab host: demo, or demo-check (its api self-checks after a restore, "
+                   "so the restore's CPU allocation matters; see docs/live.md).")
+def up(no_demo: bool, no_install: bool, no_load: bool, host: str) -> None:
+    """Install what is missing, start the engine, build images, start a lab host."""
     from persona.lab import demo, engine, images
     t0 = time.monotonic()
     if not no_install:
@@ -52,9 +55,9 @@ def up(no_demo: bool, no_install: bool, no_load: bool) -> None:
     built = images.build_all(client)
     click.echo(f"images: {', '.join(built)}")
     if not no_demo:
-        demo.up(client, with_load=not no_load)
-        click.echo("demo host up: " + ", ".join(
-            c["Names"][0].lstrip("/") for c in demo.host_containers(client, "demo")))
+        demo.up(client, host, with_load=not no_load)
+        click.echo(f"{host} host up: " + ", ".join(
+            c["Names"][0].lstrip("/") for c in demo.host_containers(client, host)))
     click.echo(f"lab up in {time.monotonic() - t0:.1f}s")
 
 

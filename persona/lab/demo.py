@@ -55,8 +55,9 @@ def create_and_start(client: Any, s: spec.ContainerSpec, netns_id: str | None,
 
 
 def up(client: Any, host: str = spec.DEMO_HOST, with_load: bool = True,
-       wait_s: float = 180.0, ip: str = spec.DEMO_IP) -> list[str]:
-    """Start the demo host (idempotent: running containers are kept, stopped ones recreated)."""
+       wait_s: float = 180.0, ip: str | None = None) -> list[str]:
+    """Start the demo host (idempotent: running containers are kept, stopped ones recreated).
+    ``ip`` defaults to the named lab host's (``spec.LAB_HOSTS``)."""
     ensure_network(client)
     ids: dict[str, str] = {}
     for s in spec.demo_specs(host, ip=ip, with_load=with_load):

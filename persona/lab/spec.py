@@ -14,12 +14,39 @@ HOST_LABEL = "persona.host"
 ROLE_LABEL = "persona.role"
 CONFIG_LABEL = "persona.config-files"
 INTROSPECT_LABEL = "persona.introspect"
+READY_LABEL = "persona.ready-file"  # a heartbeat file: the restorer waits for it after a restore
 
 NETWORK = "persona-lab"
 SUBNET = "10.77.0.0/24"
 DEMO_HOST = "demo"
 DEMO_IP = "10.77.0.10"
 LOAD_IP = "10.77.0.20"
+CHECK_HOST = "demo-check"
+READY_FILE = "/tmp/persona-ready"
+
+
+@dataclass(frozen=True)
+class LabHost:
+    """A named lab host: its address, its load client's address, and how its api behaves.
+
+    ``resume_check_items`` > 0: the api re-verifies that many index entries after a pause
+    (CPU-bound, so a restore's duration follows the CPU allocation it was given) and the
+    restorer waits for its ready-file heartbeat after restoring it (``persona.ready-file``)."""
+
+    ip: str
+    load_ip: str
+    resume_check_items: int = 0
+
+
+LAB_HOSTS: dict[str, LabHost] = {
+    DEMO_HOST: LabHost(DEMO_IP, LOAD_IP),
+    CHECK_HOST: LabHost("10.77.0.11", "10.77.0.21", resume_check_items=3000),
+}
+
+
+def lab_host(host: str) -> LabHost:
+    """The named lab host (any other name behaves like ``demo``, at its own address)."""
+    return LAB_HOSTS.get(host, LAB_HOSTS[DEMO_HOST])
 
 APP_DIR = Path(__file__).parent / "demo_app"
 CACHE_DIR = Path("/var/cache/persona/lab")
@@ -76,13 +103,22 @@ class ContainerSpec:
         return out
 
 
-def demo_specs(host: str = DEMO_HOST, ip: str = DEMO_IP, image: str | None = None,
+def demo_specs(host: str = DEMO_HOST, ip: str | None = None, image: str | None = None,
                with_load: bool = True) -> list[ContainerSpec]:
     """The demo host: pause (owns the IP), redis, api, worker; plus a load client elsewhere.
 
-    Order is start order: the namespace owner first, redis before its clients.
+    Order is start order: the namespace owner first, redis before its clients. ``ip``
+    defaults to the named lab host's (:data:`LAB_HOSTS`).
     """
     img = image or demo_tag()
+    lh = lab_host(host)
+    ip = ip or lh.ip
+    api_env: tuple[tuple[str, str], ...] = ()
+    api_labels: tuple[tuple[str, str], ...] = ()
+    if lh.resume_check_items:
+        api_env = (("DEMO_RESUME_CHECK_ITEMS", str(lh.resume_check_items)),
+                   ("DEMO_READY_FILE", READY_FILE))
+        api_labels = ((READY_LABEL, READY_FILE),)
     pause = f"persona-{host}-pause"
     specs = [
         ContainerSpec(pause, PAUSE_IMAGE, ("/bin/sleep", "2147483647"), "pause", host, ip=ip),
@@ -92,13 +128,14 @@ def demo_specs(host: str = DEMO_HOST, ip: str = DEMO_IP, image: str | None = Non
         ContainerSpec(f"persona-{host}-api", img, ("python3", "/app/api.py"), "api", host,
                       netns_of=pause, cpus=0.5, mem_bytes=128 << 20,
                       config_files=("/etc/demo/api.json",),
-                      introspect="http://127.0.0.1:8080/introspect"),
+                      introspect="http://127.0.0.1:8080/introspect",
+                      environment=api_env, extra_labels=api_labels),
         ContainerSpec(f"persona-{host}-worker", img, ("python3", "/app/worker.py"), "worker",
                       host, netns_of=pause, cpus=0.25, mem_bytes=64 << 20),
     ]
     if with_load:
         specs.append(ContainerSpec(f"persona-{host}-load", img, ("python3", "/app/loadgen.py"),
-                                   "load", f"{host}-client", ip=LOAD_IP,
+                                   "load", f"{host}-client", ip=lh.load_ip,
                                    environment=(("DEMO_TARGET", ip),)))
     return specs
 

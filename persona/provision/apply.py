@@ -121,6 +121,9 @@ class ApplyOptions:
     config_override: Mapping[str, bytes] = field(default_factory=dict)  # path -> content
     lock: bool = True  # the netns lock during restores (off only to show what it prevents)
     break_checkpoint: bool = False  # truncate the first process's core image (working copy)
+    # a process captured with a ready file (label persona.ready-file) is restored when its
+    # heartbeat says "ready" again after the restore, at most this long after it
+    ready_timeout_s: float = 60.0
 
 
 class _Clock:
@@ -478,13 +481,39 @@ class Session:
         while True:
             try:
                 _record(self.trace, self.clock, name, "process", "CRIU restore", restore)
-                return
+                break
             except PersonaError as e:
                 if tries >= self.opts.restore_retries:
                     raise
                 tries += 1
                 self._recreate(ctr, e)
                 self._allocate(levels, name, level, "cgroup cpu quota (fresh container)")
+        ready = self.m.component(name).attributes.get("ready_file")
+        if ready:
+            self._wait_ready(name, ctr, str(ready))
+
+    def _wait_ready(self, name: str, ctr: str, path: str) -> None:
+        """Wait for a fresh "ready" heartbeat of a restored process: the file it captured
+        holds an old one, so only a heartbeat written after the restore counts."""
+        since = time.time()  # the container shares the machine's wall clock
+
+        def run(rec: StepRecord) -> str:
+            cid = self.ids[ctr]
+            deadline = time.monotonic() + self.opts.ready_timeout_s
+            seen = b""
+            while True:
+                seen = self.e.read_file(cid, path) or b""
+                if ready_since(seen, since):
+                    return f"{path}: {seen.decode(errors='replace')[:40]}"
+                if time.monotonic() > deadline:
+                    raise RestoreError(
+                        f"{name} not ready {self.opts.ready_timeout_s:.0f} s after its restore "
+                        f"({path}: {seen.decode(errors='replace')[:60] or 'nothing'}); see: "
+                        f"docker logs {ctr}"
+                    )
+                time.sleep(0.02)
+
+        _record(self.trace, self.clock, name, "process", "wait until ready", run)
 
     def _network_post(self) -> None:
         net = next((c for c in self.m.components if c.kind == ComponentKind.NETWORK), None)
@@ -507,6 +536,17 @@ class Session:
                 time.sleep(0.05)
 
         _record(self.trace, self.clock, "network", "network", "check listening sockets", run)
+
+
+def ready_since(heartbeat: bytes, since: float) -> bool:
+    """Whether a ready-file heartbeat (``ready <unix time>``) was written at or after ``since``."""
+    parts = heartbeat.split()
+    if len(parts) != 2 or parts[0] != b"ready":
+        return False
+    try:
+        return float(parts[1]) >= since
+    except ValueError:
+        return False
 
 
 def apply_persona(

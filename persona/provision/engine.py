@@ -41,6 +41,7 @@ class ProvisionEngine(Protocol):
         self, cid: str, path: str, data: bytes, mtime_ns: int | None = None, mode: int | None = None
     ) -> str: ...
     def set_cpu(self, cid: str, cores: float | None) -> None: ...
+    def read_file(self, cid: str, path: str) -> bytes | None: ...
     def restore(self, cid: str, checkpoint: Path, name: str) -> dict[str, Any]: ...
     def lock(self, pid: int) -> None: ...
     def unlock(self, pid: int) -> None: ...
@@ -220,6 +221,15 @@ class DockerProvisioner:
         except (OSError, tarfile.TarError) as e:
             raise RestoreError(f"cannot unpack {archive.name} into {cid[:12]}: {e}") from e
         return len(members)
+
+    def read_file(self, cid: str, path: str) -> bytes | None:
+        """What the container wrote to ``path`` (its upper dir), or None if it wrote nothing."""
+        try:
+            return (self._upper(cid) / path.lstrip("/")).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            raise RestoreError(f"cannot read {path} of {cid[:12]}: {e}") from e
 
     def write_file(
         self, cid: str, path: str, data: bytes, mtime_ns: int | None = None, mode: int | None = None

@@ -403,6 +403,8 @@ def replacement(
                 )
                 or (dflt.config_files if dflt else ()),
                 introspect=dflt.introspect if dflt else None,
+                environment=dflt.environment if dflt else (),
+                extra_labels=dflt.extra_labels if dflt else (),
             )
         )
     return Replacement(

@@ -240,3 +240,38 @@ def test_live_backend_contract_without_a_lab(tmp_path):
     with pytest.raises(ScenarioError, match="before reset"):
         b.observe()
     env.close()  # nothing was created: nothing to remove, no error
+
+
+def test_component_fit_gives_a_self_checking_process_its_own_model(tmp_path):
+    """One process's restore takes 0.2 + 1.2 / min(c, 1) s (a CPU-bound self-check), the
+    others 0.25 s flat: each gets its own model, and the scenario file carries them."""
+    from envs.calibration import fit_component_models
+
+    rng = np.random.default_rng(3)
+    steps = []
+    for _ in range(12):
+        for name, cpu in (("slow", 1.2), ("fast", 0.0)):
+            c = float(rng.choice([0.4, 0.6, 0.9]))
+            sec = (0.2 + cpu / min(c, 1.0) if cpu else 0.25) * math.exp(rng.normal(0, 0.03))
+            steps.append({**_proc_step(20, c, 0, sec), "component": name})
+    models, stats = fit_component_models(steps, SimConfig())
+    assert models["slow"].cpu_base_s == pytest.approx(1.2, rel=0.1)
+    assert models["slow"].fixed_s == pytest.approx(0.2, abs=0.15)
+    assert models["fast"].cpu_base_s < 0.02 and models["fast"].fixed_s == pytest.approx(0.25, 0.1)
+    assert stats["slow"]["steps"] == 12
+    assert fit_component_models(steps[:4], SimConfig())[0] == {}  # too few steps: none
+    # a scenario's component model overrides its kind's model, by name
+    name = next(c.name for c in LAB_DEMO.manifest.components if c.is_process)
+    base = {"name": "x", "persona": manifest_to_dict(LAB_DEMO.manifest)}
+    f = tmp_path / "x.yaml"
+    own = KindModel(2.0, 1e9, 0.0, 1.0, 0.1, fixed_s=0.5)
+    f.write_text(yaml.safe_dump({**base, "component_models": {name: own.__dict__}}))
+    sc = load_scenario_file(f)
+    p = compile_episode(sc, SimConfig(), np.random.default_rng(0))
+    i = sc.manifest.names.index(name)
+    others = [j for j in np.flatnonzero(p.is_process) if j != i]
+    assert p.fixed[i] == pytest.approx(0.5) and p.cpu_work[i] == pytest.approx(2.0)
+    assert all(p.cpu_work[j] != pytest.approx(2.0) for j in others)
+    f.write_text(yaml.safe_dump({**base, "component_models": {"nope": own.__dict__}}))
+    with pytest.raises(ScenarioError, match="component_models names unknown component 'nope'"):
+        load_scenario_file(f)

@@ -70,6 +70,10 @@ class FakeEngine:
         self.calls.append(("write", self._name(cid), path))
         return hashlib.sha256(data).hexdigest()
 
+    def read_file(self, cid: str, path: str) -> bytes | None:
+        self.calls.append(("read", self._name(cid), path))
+        return self.files.get((self._name(cid), path))
+
     def set_cpu(self, cid: str, cores: float | None) -> None:
         self.cpu[self._name(cid)] = cores
         self.calls.append(("cpu", self._name(cid), str(cores)))

@@ -355,3 +355,47 @@ def test_log_tail_keeps_a_log_its_writer_deletes(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert tail.text is not None and "boom" in tail.text
     assert criu_log_errors([log], text=tail.text).endswith("boom")
+
+
+def _with_ready_file(m: PersonaManifest, name: str, path: str) -> PersonaManifest:
+    comps = tuple(
+        replace(c, attributes={**c.attributes, "ready_file": path}) if c.name == name else c
+        for c in m.components
+    )
+    return replace(m, components=comps)
+
+
+def test_ready_since_reads_only_a_fresh_ready_heartbeat() -> None:
+    from persona.provision.apply import ready_since
+
+    assert ready_since(b"ready 100.5", 100.0)
+    assert not ready_since(b"ready 99.9", 100.0)  # the captured, stale heartbeat
+    assert not ready_since(b"checking 3000", 0.0)
+    assert not ready_since(b"", 0.0) and not ready_since(b"ready soon", 0.0)
+
+
+def test_a_process_with_a_ready_file_is_done_when_its_heartbeat_is_fresh(
+    m: PersonaManifest, tmp_path: Path
+) -> None:
+    m2 = _with_ready_file(m, "api.process", "/tmp/persona-ready")
+    e = FakeEngine()
+    e.files[("persona-rx61-api", "/tmp/persona-ready")] = b"ready 99999999999"
+    tr = apply_persona(e, m2, persona_dir(tmp_path, FIX), P.captured_order_plan(m2), "v1")
+    waits = [s for s in tr.steps if s.action == "wait until ready"]
+    assert [s.name for s in waits] == ["api.process"] and waits[0].outcome == "ok"
+    restore = next(i for i, s in enumerate(tr.steps) if s.action == "CRIU restore"
+                   and s.name == "api.process")
+    assert tr.steps[restore + 1] is waits[0]  # right after its restore, before the next step
+    assert ("read", "persona-rx61-api", "/tmp/persona-ready") in e.calls
+
+
+def test_a_process_that_never_gets_ready_fails_the_restore_and_rolls_back(
+    m: PersonaManifest, tmp_path: Path
+) -> None:
+    m2 = _with_ready_file(m, "api.process", "/tmp/persona-ready")
+    e = FakeEngine()
+    e.files[("persona-rx61-api", "/tmp/persona-ready")] = b"ready 1.0"  # only the stale one
+    with pytest.raises(StepFailed, match=r"api\.process not ready 0 s after its restore"):
+        apply_persona(e, m2, persona_dir(tmp_path, FIX), P.captured_order_plan(m2), "v1",
+                      ApplyOptions(ready_timeout_s=0.2))
+    assert not e.containers  # rolled back

@@ -11,6 +11,14 @@ stand-in for the per-document work of building a search index). It is built from
 process starts, kept coherent through redis keyspace notifications, and ``/healthz`` answers 503
 until it is complete: a process started fresh is not ready before it has done that work, a
 process restored from a checkpoint has it in memory already.
+
+Resume self-check (off unless ``DEMO_RESUME_CHECK_ITEMS`` > 0; the lab's ``demo-check`` host turns
+it on): a process that finds it was stopped for longer than ``DEMO_RESUME_AFTER_S`` (its clock
+jumped: frozen, or checkpointed and restored) cannot know what it missed, so before it reports
+ready again it re-verifies that many index entries (their fingerprints recomputed: CPU work, so
+its duration follows the CPU quota it was given). ``DEMO_READY_FILE`` (default
+``/tmp/persona-ready``) carries a heartbeat, ``ready <unix time>`` every 0.1 s while ready and
+``checking <n>`` during a self-check: what the restorer waits for after a process restore.
 """
 
 from __future__ import annotations
@@ -29,6 +37,10 @@ from resp import Pool, RedisConn, when_loaded
 CONFIG_PATH = os.environ.get("DEMO_CONFIG", "/etc/demo/api.json")
 VERSION = "demo-api/1.3.0"
 STARTED = time.time()
+READY_FILE = os.environ.get("DEMO_READY_FILE", "/tmp/persona-ready")
+RESUME_CHECK_ITEMS = int(os.environ.get("DEMO_RESUME_CHECK_ITEMS", "0"))
+RESUME_AFTER_S = float(os.environ.get("DEMO_RESUME_AFTER_S", "2.0"))
+HEARTBEAT_S = 0.1
 
 
 class State:
@@ -45,6 +57,7 @@ class State:
         self.index_rounds = 0
         self.dirty: set[str] = set()  # keys changed while the index was being built
         self.warmup: dict = {"state": "not started"}
+        self.resume: dict = {"checks": 0}
         self.reload()
 
     def reload(self) -> None:
@@ -174,6 +187,46 @@ def subscribe() -> None:
             time.sleep(0.2)
 
 
+def _heartbeat(text: str) -> None:
+    tmp = READY_FILE + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, READY_FILE)
+
+
+def resume_check(gap_s: float) -> None:
+    """Re-verify up to RESUME_CHECK_ITEMS index entries after a pause (CPU-bound)."""
+    t0, cpu0 = time.monotonic(), time.process_time()
+    keys = sorted(S.index, key=lambda k: int(k) if k.isdigit() else 0)[:RESUME_CHECK_ITEMS]
+    stale = 0
+    for k in keys:
+        entry = S.index.get(k)
+        if entry is not None and fingerprint(entry[0], S.index_rounds) != entry[1]:
+            stale += 1
+    S.resume = {
+        "checks": int(S.resume.get("checks", 0)) + 1,
+        "gap_s": round(gap_s, 3),
+        "items": len(keys),
+        "stale": stale,
+        "seconds": round(time.monotonic() - t0, 3),
+        "cpu_seconds": round(time.process_time() - cpu0, 3),
+    }
+
+
+def heartbeat() -> None:
+    """Ready-file heartbeat; a clock jump of more than RESUME_AFTER_S starts a self-check."""
+    last = time.time()
+    while True:
+        now = time.time()
+        if RESUME_CHECK_ITEMS > 0 and now - last > RESUME_AFTER_S and S.index_ready:
+            _heartbeat(f"checking {RESUME_CHECK_ITEMS}")
+            resume_check(now - last)
+        if S.index_ready or not S.config.get("features", {}).get("cache_hot_items"):
+            _heartbeat(f"ready {time.time():.3f}")
+        last = time.time()
+        time.sleep(HEARTBEAT_S)
+
+
 def watch_config() -> None:
     while True:
         time.sleep(1)
@@ -256,6 +309,7 @@ class Handler(BaseHTTPRequestHandler):
                 "errors": S.errors,
                 "hot_items": len(S.index),
                 "index": {"ready": S.index_ready, "items": len(S.index), "warmup": S.warmup},
+                "resume": S.resume,
             },
         )
 
@@ -263,5 +317,6 @@ class Handler(BaseHTTPRequestHandler):
 if __name__ == "__main__":
     threading.Thread(target=watch_config, daemon=True).start()
     threading.Thread(target=subscribe, daemon=True).start()
+    threading.Thread(target=heartbeat, daemon=True).start()
     ThreadingHTTPServer.daemon_threads = True
     ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()

@@ -63,6 +63,34 @@ def ranks_agree(
     }
 
 
+def _order(a: tuple[float, float, float], b: tuple[float, float, float]) -> int:
+    """-1: a faster (CIs apart), 1: b faster, 0: not told apart (CIs overlap)."""
+    (_, la, ha), (_, lb, hb) = a, b
+    if ha < lb:
+        return -1
+    if hb < la:
+        return 1
+    return 0
+
+
+def weak_ranks_agree(
+    sim: dict[str, tuple[float, float, float]], live: dict[str, tuple[float, float, float]]
+) -> dict[str, Any]:
+    """Rankings with ties: every pair of policies is ordered (95 % CIs apart) or tied (CIs
+    overlap), in the simulator and live alike; the rankings agree when every pair gets the
+    same verdict in both. Policies that choose the same actions tie in both, which a strict
+    ranking (and Spearman's rho) would order by noise."""
+    pairs = []
+    for a, b in itertools.combinations(sorted(live), 2):
+        v_sim, v_live = _order(sim[a], sim[b]), _order(live[a], live[b])
+        pairs.append({"pair": [a, b], "sim": v_sim, "live": v_live, "agree": v_sim == v_live})
+    return {
+        "weak_ranking_agrees": all(p["agree"] for p in pairs),
+        "pairs_ordered_in_both": sum(1 for p in pairs if p["sim"] != 0 and p["agree"]),
+        "pair_verdicts": pairs,
+    }
+
+
 def spearman(x: list[float], y: list[float]) -> float | None:
     if len(x) < 3:
         return None
@@ -83,6 +111,7 @@ def sim_gap(
     rows: list[dict[str, Any]] = []
     live_stats: dict[str, tuple[float, float, float]] = {}
     sim_means: dict[str, float] = {}
+    sim_stats: dict[str, tuple[float, float, float]] = {}
     for pol in sorted(live):
         r = evaluate(pol, scenario, episodes, seed, max_components)
         sim_ok = np.array([e.ttr for e in r.per_episode if e.validated])
@@ -95,6 +124,7 @@ def sim_gap(
         m_sim, lo_sim, hi_sim = mean_ci(sim_ok)
         m, lo, hi = mean_ci(live_ok)
         live_stats[pol], sim_means[pol] = (m, lo, hi), m_sim
+        sim_stats[pol] = (m_sim, lo_sim, hi_sim)
         rows.append(
             {
                 "policy": pol,
@@ -113,6 +143,7 @@ def sim_gap(
     names = [str(r["policy"]) for r in rows]
     rho = spearman([sim_means[n] for n in names], [live_stats[n][0] for n in names])
     agree = ranks_agree(sim_means, live_stats)
+    weak = weak_ranks_agree(sim_stats, live_stats)
     mean_err = float(np.mean(errs))
     return {
         "scenario": scenario,
@@ -121,9 +152,11 @@ def sim_gap(
         "mean_abs_rel_error": mean_err,
         "spearman_rho": rho,
         **agree,
+        **weak,
         "targets": {
             "error_le_20pct": mean_err <= TARGET_ERROR,
             "same_ranking": agree["same_ranking"],
+            "same_ranking_with_ties": weak["weak_ranking_agrees"],
         },
     }
 
@@ -150,6 +183,17 @@ def format_table(res: dict[str, Any]) -> str:
         f"{res['same_ranking']}; pairs with separated live CIs: {res['separated_pairs']} "
         f"(agree: {res['separated_pairs_agree']})"
     )
+    if "weak_ranking_agrees" in res:
+        rows.append(
+            f"ranking with ties (a pair is ordered when its 95 % CIs are apart, else tied): "
+            f"same in sim and live: {res['weak_ranking_agrees']}; pairs ordered in both: "
+            f"{res['pairs_ordered_in_both']} of {len(res['pair_verdicts'])}"
+        )
+        off = [p for p in res["pair_verdicts"] if not p["agree"]]
+        for p in off:
+            word = {-1: "faster", 0: "tied with", 1: "slower"}
+            a, b = (Path(x).stem for x in p["pair"])
+            rows.append(f"  differs: {a} {word[p['sim']]} {b} in sim, {word[p['live']]} live")
     return "\n".join(rows)
 
 

@@ -275,3 +275,15 @@ def test_component_fit_gives_a_self_checking_process_its_own_model(tmp_path):
     f.write_text(yaml.safe_dump({**base, "component_models": {"nope": own.__dict__}}))
     with pytest.raises(ScenarioError, match="component_models names unknown component 'nope'"):
         load_scenario_file(f)
+
+
+def test_weak_ranking_treats_overlapping_cis_as_ties():
+    live = {"a": (5.0, 4.8, 5.2), "b": (7.0, 6.5, 7.5), "c": (7.2, 6.6, 7.8)}
+    sim = {"a": (5.1, 5.0, 5.2), "b": (7.1, 7.0, 7.2), "c": (7.1, 7.0, 7.2)}  # b, c: same acts
+    res = simgap.weak_ranks_agree(sim, live)
+    assert res["weak_ranking_agrees"] and res["pairs_ordered_in_both"] == 2
+    sim_sep = {**sim, "c": (9.0, 8.9, 9.1)}  # the simulator tells b and c apart, live does not
+    res2 = simgap.weak_ranks_agree(sim_sep, live)
+    assert not res2["weak_ranking_agrees"]
+    (off,) = [p for p in res2["pair_verdicts"] if not p["agree"]]
+    assert off["pair"] == ["b", "c"] and off["sim"] == -1 and off["live"] == 0

@@ -79,7 +79,8 @@ def weak_ranks_agree(
     """Rankings with ties: every pair of policies is ordered (95 % CIs apart) or tied (CIs
     overlap), in the simulator and live alike; the rankings agree when every pair gets the
     same verdict in both. Policies that choose the same actions tie in both, which a strict
-    ranking (and Spearman's rho) would order by noise."""
+    ranking (and Spearman's rho) would order by noise. ``sim_gap`` passes the simulator's
+    CIs widened to the live episode count, so both sides are judged with the same power."""
     pairs = []
     for a, b in itertools.combinations(sorted(live), 2):
         v_sim, v_live = _order(sim[a], sim[b]), _order(live[a], live[b])
@@ -124,7 +125,10 @@ def sim_gap(
         m_sim, lo_sim, hi_sim = mean_ci(sim_ok)
         m, lo, hi = mean_ci(live_ok)
         live_stats[pol], sim_means[pol] = (m, lo, hi), m_sim
-        sim_stats[pol] = (m_sim, lo_sim, hi_sim)
+        # for the ranking with ties, the simulator's CI as it would be with as many episodes
+        # as live: both sides tell pairs apart with the same power
+        hw = (hi_sim - lo_sim) / 2 * math.sqrt(sim_ok.size / live_ok.size)
+        sim_stats[pol] = (m_sim, m_sim - hw, m_sim + hw)
         rows.append(
             {
                 "policy": pol,

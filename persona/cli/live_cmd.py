@@ -60,6 +60,13 @@ def calibrate(trace_dir: Path, out: Path, name: str | None, report: Path | None)
             f"{m['cpu_base_s']:.3f} s  sigma {m['sigma']:.2f}  "
             f"median |rel err| {st['median_abs_rel_error']:.0%}"
         )
+    for name, st in rep.get("component_fit", {}).items():
+        m = scenario["component_models"][name]
+        click.echo(
+            f"  {name:14s} {st['steps']:4d} steps  mean {st['mean_s']:.3f} s  fixed "
+            f"{m['fixed_s']:.3f} s + cpu {m['cpu_base_s']:.3f} s / min(c, 1)  sigma "
+            f"{m['sigma']:.2f}  median |rel err| {st['median_abs_rel_error']:.0%}"
+        )
     d = rep["demand"]
     click.echo(
         f"  demand log(true/need) ~ N({d['mu']:.2f}, {d['sigma']:.2f}) from "

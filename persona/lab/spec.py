@@ -45,8 +45,12 @@ LAB_HOSTS: dict[str, LabHost] = {
 
 
 def lab_host(host: str) -> LabHost:
-    """The named lab host (any other name behaves like ``demo``, at its own address)."""
-    return LAB_HOSTS.get(host, LAB_HOSTS[DEMO_HOST])
+    """The named lab host. ``<name>-<suffix>`` (e.g. a test's ``demo-check-1a2b3c``) behaves
+    like ``<name>`` at an address of its own; any other name behaves like ``demo``."""
+    if host in LAB_HOSTS:
+        return LAB_HOSTS[host]
+    family = max((n for n in LAB_HOSTS if host.startswith(n + "-")), key=len, default=DEMO_HOST)
+    return LAB_HOSTS[family]
 
 APP_DIR = Path(__file__).parent / "demo_app"
 CACHE_DIR = Path("/var/cache/persona/lab")

@@ -17,3 +17,4 @@ _spec.loader.exec_module(_live)
 lab = _live.lab
 tracker = _live.tracker
 test_host = _live.test_host
+check_host = _live.check_host

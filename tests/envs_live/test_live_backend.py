@@ -143,3 +143,27 @@ def test_live_eval_runs_policies_interleaved(lab, test_host, tmp_path):
     assert labels == ["capture-order", "critical-path"]
     assert not demo.host_containers(lab, test_host)
     assert core.CHECKS  # the checks the traces' validation rounds map onto
+
+
+def test_a_self_checking_api_is_restored_when_its_heartbeat_is_fresh(lab, check_host, tmp_path):
+    """demo-check's api re-verifies index entries after the pause (CPU-bound) and only then
+    writes a ready heartbeat; the restore step of that process waits for it, so the step
+    lasts at least the check's CPU time over the quota the policy's level gave it."""
+    b = LiveBackend(_cfg(check_host, tmp_path), SimConfig(), N_MAX, client=lab)
+    try:
+        state, _ = run_episode(b, observation_space(N_MAX), 7, max_steps=80)
+        assert state.validated, [t.get("validation") for t in load_traces(tmp_path)]
+        resume = demo.introspect(lab, check_host)["resume"]
+    finally:
+        b.close()
+    assert not demo.host_containers(lab, check_host)
+    (trace,) = load_traces(tmp_path)
+    (api,) = [s for s in trace["steps"] if s["component"] == "api.process"]
+    actions = [r["action"] for r in api["records"]]
+    assert actions[-2:] == ["CRIU restore", "wait until ready"], actions
+    assert api["records"][-1]["outcome"] == "ok"
+    # the self-check ran after the restore, over the configured entries, after a real pause
+    assert resume["checks"] >= 1 and resume["items"] == 3000 and resume["gap_s"] > 2.0
+    # a CPU quota can only slow it: wall time >= CPU time / quota (less one CFS period)
+    assert api["alloc_cores"] is not None
+    assert api["seconds"] >= resume["cpu_seconds"] / api["alloc_cores"] - 0.15, (api, resume)

@@ -50,13 +50,7 @@ def tracker(lab: Any) -> Iterator[Tracker]:
     t.cleanup()
 
 
-@pytest.fixture
-def test_host(lab: Any, tracker: Tracker) -> Iterator[str]:
-    """A fresh demo-shaped host (pause+redis+api+worker) with its own name and IP.
-
-    The IP is one the engine reports free on the lab network (several pytest processes may
-    run at once); if another process takes it first, the start fails and another is tried."""
-    host = "t" + secrets.token_hex(3)
+def _start_host(lab: Any, tracker: Tracker, host: str) -> str:
     specs = spec.demo_specs(host, with_load=False)
     pause_id = start_with_free_ip(lab, tracker, specs[0])
     ids: dict[str, str] = {specs[0].name: pause_id}
@@ -65,4 +59,20 @@ def test_host(lab: Any, tracker: Tracker) -> Iterator[str]:
         ids[s.name] = cid
         tracker.containers.append(cid)
     demo.wait_ready(lab, host, 180)  # a fresh host seeds its catalogue and builds its index
-    yield host
+    return host
+
+
+@pytest.fixture
+def test_host(lab: Any, tracker: Tracker) -> Iterator[str]:
+    """A fresh demo-shaped host (pause+redis+api+worker) with its own name and IP.
+
+    The IP is one the engine reports free on the lab network (several pytest processes may
+    run at once); if another process takes it first, the start fails and another is tried."""
+    yield _start_host(lab, tracker, "t" + secrets.token_hex(3))
+
+
+@pytest.fixture
+def check_host(lab: Any, tracker: Tracker) -> Iterator[str]:
+    """Like ``test_host``, shaped like ``demo-check``: its api self-checks after a pause and
+    keeps a ready heartbeat (``spec.LAB_HOSTS``)."""
+    yield _start_host(lab, tracker, f"{spec.CHECK_HOST}-{secrets.token_hex(3)}")

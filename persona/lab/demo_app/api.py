@@ -214,17 +214,21 @@ def resume_check(gap_s: float) -> None:
 
 
 def heartbeat() -> None:
-    """Ready-file heartbeat; a clock jump of more than RESUME_AFTER_S starts a self-check."""
-    last = time.time()
+    """Ready-file heartbeat; a clock jump of more than RESUME_AFTER_S starts a self-check.
+
+    The clock is read once per round, at the same place, so a pause anywhere in the loop
+    falls between two readings (only the self-check's own time is taken out)."""
+    prev = time.time()
     while True:
+        time.sleep(HEARTBEAT_S)
         now = time.time()
-        if RESUME_CHECK_ITEMS > 0 and now - last > RESUME_AFTER_S and S.index_ready:
+        gap, prev = now - prev, now
+        if RESUME_CHECK_ITEMS > 0 and gap > RESUME_AFTER_S + HEARTBEAT_S and S.index_ready:
             _heartbeat(f"checking {RESUME_CHECK_ITEMS}")
-            resume_check(now - last)
+            resume_check(gap)
+            prev = time.time()
         if S.index_ready or not S.config.get("features", {}).get("cache_hot_items"):
             _heartbeat(f"ready {time.time():.3f}")
-        last = time.time()
-        time.sleep(HEARTBEAT_S)
 
 
 def watch_config() -> None:

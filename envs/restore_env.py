@@ -193,6 +193,7 @@ class RestoreEnv(gym.Env[dict[str, Any], np.int64]):
             for name, passed, first, fixes in s.checks
         }
         comps = []
+        live_host = p.scenario.family == "live"
         # what the first validation round measured: the policy's own allocations
         eff = core.effective_alloc(p, s.first_alloc if s.first_alloc is not None else s.alloc)
         for i, c in enumerate(p.scenario.manifest.components):
@@ -203,7 +204,9 @@ class RestoreEnv(gym.Env[dict[str, Any], np.int64]):
                 "failed_attempts": int(s.attempts[i]),
                 "level": int(s.level[i]),
             }
-            if c.is_process and s.checks and self.backend == "sim":  # a simulated demand
+            # a simulated demand; not for a calibrated live host (family "live"), whose live
+            # backend measures no utilisation: a policy gets the same information in both
+            if c.is_process and s.checks and self.backend == "sim" and not live_host:
                 entry["utilisation"] = float(p.demand[i] / max(eff[i], 1e-9))
             comps.append(entry)
         return {

@@ -287,3 +287,26 @@ def test_weak_ranking_treats_overlapping_cis_as_ties():
     assert not res2["weak_ranking_agrees"]
     (off,) = [p for p in res2["pair_verdicts"] if not p["agree"]]
     assert off["pair"] == ["b", "c"] and off["sim"] == -1 and off["live"] == 0
+
+
+def test_a_calibrated_live_host_reports_no_simulated_utilisation():
+    """The live backend measures no utilisation, so the simulator of a live host (family
+    live) gives policies none either: seed-adaptive acts on the same information in both."""
+    from agents.baselines import CaptureOrder, PolicyContext
+
+    def final_info(scenario: str) -> dict:
+        env = RestoreEnv(scenario=scenario)
+        obs, _ = env.reset(seed=0)
+        pol = CaptureOrder()
+        pol.begin_episode(PolicyContext(env.config, env.n_max), 0)
+        done, info = False, {}
+        while not done:
+            obs, _, term, trunc, info = env.step(pol.act(obs, env.action_masks()))
+            done = term or trunc
+        return info
+
+    live = final_info("scenario://lab-check-live")
+    assert live["validated"]
+    assert all("utilisation" not in c for c in live["components"])
+    other = final_info("scenario://lab-demo")
+    assert any("utilisation" in c for c in other["components"] if c["kind"] == "process")

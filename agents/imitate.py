@@ -609,6 +609,88 @@ def imitate(
     return res
 
 
+DIAGNOSE_SEED = 95_000_000  # fresh labelled episodes for :func:`diagnose` (no run uses them)
+
+
+def regret_breakdown(
+    policy: GraphPolicy, arrays: dict[str, np.ndarray], n_levels: int
+) -> dict[str, Any]:
+    """Where the policy's deterministic action loses against the planner on planner-labelled
+    states: its mean regret per decision, the share of the total in the 5 % worst decisions,
+    and the total split by kind of mistake (another level of the planner's component, another
+    component, waiting instead of starting, starting instead of waiting)."""
+    sel = np.asarray(arrays["planner"], dtype=bool)
+    arr = {k: v[sel] for k, v in arrays.items()}
+    a = _argmax(policy, arr)
+    reg = arr["regret"][np.arange(a.size), a].astype(np.float64)
+    best = np.where(arr["mask"], arr["regret"], np.inf).argmin(-1)
+    wait = arr["mask"].shape[1] - 1
+    kinds = {"level": 0.0, "component": 0.0, "wait_instead": 0.0, "start_instead": 0.0}
+    for x, y, r in zip(a.tolist(), best.tolist(), reg.tolist(), strict=True):
+        if r <= 0:
+            continue
+        if x == wait:
+            kinds["wait_instead"] += r
+        elif y == wait:
+            kinds["start_instead"] += r
+        elif x // n_levels == y // n_levels:
+            kinds["level"] += r
+        else:
+            kinds["component"] += r
+    top = np.sort(reg)[::-1][: max(1, int(np.ceil(0.05 * reg.size)))]
+    return {
+        "states": int(reg.size),
+        "regret_per_decision": float(reg.mean()) if reg.size else float("nan"),
+        "agreement": float((a == arr["target"].argmax(-1)).mean()) if reg.size else float("nan"),
+        "worst_5pct_share": float(top.sum() / max(reg.sum(), 1e-12)),
+        "by_kind_s": kinds,
+    }
+
+
+def diagnose(
+    run: str | Path, episodes: int = 100, seed: int = DIAGNOSE_SEED, log: Any = print
+) -> dict[str, Any]:
+    """Training fit vs generalisation of an imitation run's policy: the planner labels
+    ``episodes`` fresh episodes of the run's ``scenarios`` on the policy's own rollouts (as a
+    DAgger round would), and the policy's regret per decision on them is set next to its
+    regret on the run's own training states. Writes ``diagnose.json`` in the run folder."""
+    run = Path(run)
+    cfg = imitate_config_from_dict(_parent_config(run)[0], str(run / "imitate.yaml"))
+    th.set_num_threads(cfg.torch_threads)
+    model = MaskablePPO.load(run / "final_model.zip", device="cpu")
+    policy = model.policy
+    assert isinstance(policy, GraphPolicy)
+    policy.set_training_mode(False)
+    n_max = load_run_config(run).max_components
+    env = RestoreEnv(scenario=cfg.scenarios, max_components=n_max)
+    fresh = Dataset()
+    ttrs = collect(
+        env,
+        policy,
+        [seed + k for k in range(episodes)],
+        fresh,
+        planner=Planner(samples=cfg.samples),
+        temperature=cfg.temperature,
+    )
+    train_arr = Dataset.from_arrays(
+        dict(np.load(run / "data.npz")), cfg.temperature, cfg.regret_cap
+    ).arrays()
+    levels = env.config.n_levels
+    held = regret_breakdown(policy, fresh.arrays(), levels)
+    held["regret_per_episode"] = held["regret_per_decision"] * held["states"] / episodes
+    out = {
+        "run": str(run),
+        "episodes": episodes,
+        "seed": seed,
+        "ttr_mean": float(np.mean(ttrs)),
+        "heldout": held,
+        "train": regret_breakdown(policy, train_arr, levels),
+    }
+    atomic_write_text(run / "diagnose.json", json.dumps(out, indent=2) + "\n")
+    log(json.dumps(out, indent=2))
+    return out
+
+
 def _zip(init: str | Path) -> Path:
     p = Path(init)
     return p / "final_model.zip" if p.is_dir() else p
@@ -627,9 +709,9 @@ def export_imitation(run: str | Path, out: str | Path, max_components: int = 24)
     return onnx
 
 
-def main(argv: list[str] | None = None) -> ImitateResult:
+def main(argv: list[str] | None = None) -> ImitateResult | None:
     ap = argparse.ArgumentParser(description="Imitate the model-knowing planner (DAgger).")
-    ap.add_argument("--config", required=True)
+    ap.add_argument("--config", help="imitation config (required unless --diagnose)")
     ap.add_argument("--init", help="trained run folder to start from (default: train `base`)")
     ap.add_argument("--resume", help="imitation run folder to continue to the config's rounds")
     ap.add_argument(
@@ -640,7 +722,19 @@ def main(argv: list[str] | None = None) -> ImitateResult:
     ap.add_argument("--out", default="runs")
     ap.add_argument("--export", help="write the result to this .onnx (+ .json sidecar)")
     ap.add_argument("--max-components", type=int, default=24, help="export padding")
+    ap.add_argument(
+        "--diagnose",
+        metavar="RUN",
+        help="label fresh episodes with the planner and compare the run's policy's regret on "
+        "them with its regret on its training states (writes RUN/diagnose.json)",
+    )
+    ap.add_argument("--episodes", type=int, default=100, help="--diagnose: fresh episodes")
     args = ap.parse_args(argv)
+    if args.diagnose is not None:
+        diagnose(args.diagnose, args.episodes)
+        return None
+    if args.config is None:
+        ap.error("--config is required")
     cfg = load_imitate_config(args.config)
     init = args.init
     parent = args.resume or args.fork

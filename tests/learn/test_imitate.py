@@ -269,3 +269,17 @@ def test_fork_continues_with_a_new_fit(tiny_run: TrainResult, tmp_path: Path) ->
     assert all(th.equal(pa[k], pb[k]) for k in pa)
     a, b = np.load(whole.run_dir / "data.npz"), np.load(part.run_dir / "data.npz")
     assert all(np.array_equal(a[k], b[k]) for k in a.files) and "regret" in a.files
+
+
+def test_diagnose(tiny_run: TrainResult, tmp_path: Path) -> None:
+    from agents.imitate import diagnose
+
+    run = imitate(_tiny(iterations=1, eval_episodes=0), tiny_run.run_dir, tmp_path, lambda m: None)
+    out = diagnose(run.run_dir, episodes=2, seed=5, log=lambda m: None)
+    assert json.loads((run.run_dir / "diagnose.json").read_text()) == out
+    for part in ("heldout", "train"):
+        d = out[part]
+        assert d["states"] > 0 and d["regret_per_decision"] >= 0 and 0 <= d["agreement"] <= 1
+        total = d["regret_per_decision"] * d["states"]
+        assert sum(d["by_kind_s"].values()) == pytest.approx(total, rel=1e-4, abs=1e-6)
+    assert out["train"]["states"] == int(np.load(run.run_dir / "data.npz")["planner"].sum())

@@ -205,6 +205,7 @@ class _Run:
     remediated: int = 0  # processes whose quota a remediation raised
     idle_s: float = 0.0  # seconds charged for invalid actions (added to the wall clock)
     completed: bool = False  # abandoned, then completed by the backend (the host lives on)
+    logs: dict[str, str] = field(default_factory=dict)  # a failed replacement's container logs
 
 
 class LiveBackend:
@@ -577,9 +578,21 @@ class LiveBackend:
             except PersonaError as e:
                 problems.append(str(e))
         else:
+            run.logs = self._logs(run)  # what the replacement said, before it is removed
             problems = run.session.rollback()
         self._write_trace(run, s, validated, problems)
         shutil.rmtree(run.data, ignore_errors=True)  # the store keeps the version
+
+    def _logs(self, run: _Run, tail: int = 40) -> dict[str, str]:
+        """The last lines each container of a replacement that is about to be rolled back
+        wrote (its processes' own account of a failure; the trace keeps them)."""
+        out: dict[str, str] = {}
+        for name, cid in dict(run.session.ids).items():
+            try:
+                out[name] = self.client.logs(cid, tail=tail).decode(errors="replace")
+            except Exception as e:  # diagnostics must never stop the rollback
+                out[name] = f"(no logs: {e})"
+        return out
 
     def _complete_unfinished(self, run: _Run, s: core.SimState) -> bool:
         p = self.params
@@ -648,6 +661,7 @@ class LiveBackend:
             "t_end_s": float(s.t) if s is not None else None,
             "error": run.error,
             "rollback_problems": problems,
+            "logs": run.logs,
             "lock": run.session.trace.lock,
             "failures": int(s.n_failures) if s is not None else 0,
             "max_time_s": p.config.max_time_s if p is not None else self.config.max_time_s,

@@ -121,6 +121,8 @@ def test_a_step_that_times_out_ends_the_episode_and_rolls_back(lab, test_host, t
         trace = json.loads(Path(info["trace"]).read_text())
         assert trace["steps"][0]["outcome"] == "failed"
         assert "step timeout" in trace["error"]
+        # what the rolled-back containers wrote is kept for the post-mortem
+        assert any(name.endswith("-pause") for name in trace["logs"])
         with pytest.raises(gym.error.ResetNeeded):
             env.step(0)
     finally:

@@ -120,6 +120,7 @@ def changed(key: str) -> None:
 
 def build_index() -> None:
     """Warm-up: every item of the catalogue from redis (SCAN + MGET), fingerprinted."""
+    print(f"{time.time():.3f} building the index", file=sys.stderr, flush=True)
     with S.lock:
         S.index_ready = False
     t0, cpu0 = time.monotonic(), time.process_time()
@@ -183,7 +184,9 @@ def subscribe() -> None:
                 msg = c.read_push()
                 if isinstance(msg, list) and len(msg) == 4 and msg[0] == b"pmessage":
                     changed(msg[2].decode().split(":", 2)[2])
-        except (OSError, ConnectionError, RuntimeError):
+        except (OSError, ConnectionError, RuntimeError) as e:
+            print(f"{time.time():.3f} subscription lost ({e!r}): resubscribing, then the index "
+                  "is rebuilt", file=sys.stderr, flush=True)
             time.sleep(0.2)
 
 
@@ -196,6 +199,7 @@ def _heartbeat(text: str) -> None:
 
 def resume_check(gap_s: float) -> None:
     """Re-verify up to RESUME_CHECK_ITEMS index entries after a pause (CPU-bound)."""
+    print(f"{time.time():.3f} paused {gap_s:.1f} s: self-check", file=sys.stderr, flush=True)
     t0, cpu0 = time.monotonic(), time.process_time()
     keys = sorted(S.index, key=lambda k: int(k) if k.isdigit() else 0)[:RESUME_CHECK_ITEMS]
     stale = 0

@@ -257,6 +257,7 @@ class Session:
                 self._process(plan.levels, step.component, step.level)
                 if n_proc == release_at:
                     self._unlock(f"both ends of {len(conns)} connection(s) are back")
+                self._ready(step.component)
                 n_proc += 1
             else:
                 self._component(step.component)
@@ -328,6 +329,7 @@ class Session:
         if self.locked and all(a in self.restored and b in self.restored for a, b in conns):
             self.trace.lock["release_after"] = name
             self._unlock(f"both ends of {len(conns)} connection(s) are back")
+        self._ready(name)
         return self.trace.steps[-1]
 
     def finish(self) -> StepRecord:
@@ -488,9 +490,15 @@ class Session:
                 tries += 1
                 self._recreate(ctr, e)
                 self._allocate(levels, name, level, "cgroup cpu quota (fresh container)")
+
+    def _ready(self, name: str) -> None:
+        """After a process's restore and the lock decision that follows it: wait for its ready
+        heartbeat, if it was captured with one. Waiting after the unlock keeps a restored
+        process's network usable while it gets ready (under the lock its own requests to a
+        peer would be dropped until an application timeout fires)."""
         ready = self.m.component(name).attributes.get("ready_file")
         if ready:
-            self._wait_ready(name, ctr, str(ready))
+            self._wait_ready(name, self.rep.process_container[name], str(ready))
 
     def _wait_ready(self, name: str, ctr: str, path: str) -> None:
         """Wait for a fresh "ready" heartbeat of a restored process: the file it captured

@@ -386,6 +386,14 @@ def test_a_process_with_a_ready_file_is_done_when_its_heartbeat_is_fresh(
     restore = next(i for i, s in enumerate(tr.steps) if s.action == "CRIU restore"
                    and s.name == "api.process")
     assert tr.steps[restore + 1] is waits[0]  # right after its restore, before the next step
+    # the last connection end back: the lock goes before the wait, not after it
+    m3 = _with_ready_file(m, "worker.process", "/tmp/persona-ready")
+    e3 = FakeEngine()
+    e3.files[("persona-rx61-worker", "/tmp/persona-ready")] = b"ready 99999999999"
+    (tmp_path / "b").mkdir()
+    apply_persona(e3, m3, persona_dir(tmp_path / "b", FIX), P.captured_order_plan(m3), "v1")
+    kinds = [c[0] for c in e3.calls]
+    assert kinds.index("unlock") < kinds.index("read")
     assert ("read", "persona-rx61-api", "/tmp/persona-ready") in e.calls
 
 

@@ -19,7 +19,12 @@ for each of ``iterations`` rounds,
 3. **fit**: behaviour-clone on everything collected so far (DAgger's aggregate): cross-entropy
    to the targets, plus ``value_weight`` x the squared error of the value head to the
    observed return (the undiscounted ``-reward_scale x`` time left, so PPO can fine-tune the
-   result), ``epochs`` passes with SB3's policy optimizer.
+   result), ``epochs`` passes with SB3's policy optimizer. ``loss: regret`` (cost-sensitive)
+   replaces the cross-entropy on planner states by the policy's expected planner regret in
+   seconds (the planner's values are stored with every state) + ``ce_weight`` x cross-entropy.
+
+``--fork RUN`` continues an imitation run with another fit in a new folder; ``--diagnose RUN``
+sets the policy's regret on fresh planner-labelled episodes next to its training states'.
 
 Everything goes through SB3's policy API (``get_distribution``, ``predict_values``, the policy's
 optimizer); the result is a MaskablePPO model with the same :class:`~agents.extractor.GraphPolicy`,

@@ -152,8 +152,18 @@ def test_a_self_checking_api_is_restored_when_its_heartbeat_is_fresh(lab, check_
     writes a ready heartbeat; the restore step of that process waits for it, so the step
     lasts at least the check's CPU time over the quota the policy's level gave it."""
     b = LiveBackend(_cfg(check_host, tmp_path), SimConfig(), N_MAX, client=lab)
+
+    def api_last(mask: np.ndarray, rng: np.random.Generator) -> int:
+        # the api is the last connection end back, so the lock goes before its wait (restored
+        # earlier, it would wait under the lock: see docs/live.md on demo-check)
+        assert b.params is not None
+        api = b.params.scenario.manifest.names.index("api.process")
+        ok = np.flatnonzero(mask)
+        rest = ok[ok // b.params.config.n_levels != api]
+        return int(rng.choice(rest if rest.size else ok))
+
     try:
-        state, _ = run_episode(b, observation_space(N_MAX), 7, max_steps=80)
+        state, _ = run_episode(b, observation_space(N_MAX), 7, max_steps=80, choose=api_last)
         assert state.validated, [t.get("validation") for t in load_traces(tmp_path)]
         resume = demo.introspect(lab, check_host)["resume"]
     finally:
@@ -164,6 +174,8 @@ def test_a_self_checking_api_is_restored_when_its_heartbeat_is_fresh(lab, check_
     actions = [r["action"] for r in api["records"]]
     assert actions[-2:] == ["CRIU restore", "wait until ready"], actions
     assert api["records"][-1]["outcome"] == "ok"
+    assert trace["lock"]["release_after"] == "api.process"
+    assert trace["lock"]["released_s"] <= api["records"][-1]["start_s"]  # unlocked, then waited
     # the self-check ran after the restore, over the configured entries, after a real pause
     assert resume["checks"] >= 1 and resume["items"] == 3000 and resume["gap_s"] > 2.0
     # a CPU quota can only slow it: wall time >= CPU time / quota (less one CFS period)

@@ -48,7 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ import torch as th
 import yaml
 from sb3_contrib import MaskablePPO
 from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents.baselines import PolicyContext
 from agents.evaluate import true_model
@@ -67,6 +68,7 @@ from agents.report import new_run_dir
 from agents.train import (
     TRAIN_SEED_BASE,
     _provenance,
+    build_model,
     evaluate_model,
     load_config,
     load_run_config,
@@ -121,6 +123,10 @@ class ImitateConfig:
     loss: str = "ce"  # "ce": cross-entropy to the soft targets; "regret": cost-sensitive
     regret_cap: float = 30.0  # s: a planner-labelled action's regret counts at most this
     ce_weight: float = 0.1  # "regret" loss: + this x cross-entropy on planner states
+    # --distill only (a fresh student fitted on a run's labelled states):
+    net: dict[str, int] | None = None  # the student's extractor (dim/heads/layers); None: base's
+    holdout: float = 0.1  # share of the labelled episodes kept out of the fit (validation)
+    weight_decay: float = 0.0  # Adam's L2 penalty on the student's weights
 
     def __post_init__(self) -> None:
         for k in ("iterations", "episodes", "samples", "epochs", "batch_size", "torch_threads"):
@@ -135,6 +141,10 @@ class ImitateConfig:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.regret_cap <= 0 or self.ce_weight < 0:
             raise ConfigError("need regret_cap > 0 and ce_weight >= 0")
+        if not 0 < self.holdout < 1 or self.weight_decay < 0:
+            raise ConfigError("need 0 < holdout < 1 and weight_decay >= 0")
+        if self.net is not None and set(self.net) - {"dim", "heads", "layers"}:
+            raise ConfigError(f"net: only dim, heads, layers, got {sorted(self.net)}")
 
 
 def imitate_config_from_dict(obj: Any, where: str = "config") -> ImitateConfig:
@@ -349,6 +359,7 @@ def fit(
     loss: str = "ce",
     regret_cap: float = 30.0,
     ce_weight: float = 0.1,
+    score: bool = True,
 ) -> dict[str, float]:
     """Behaviour cloning with SB3's policy optimizer, + ``value_weight`` x value MSE.
 
@@ -400,8 +411,9 @@ def fit(
         stats = {k: v / n for k, v in tot.items()}
         stats["exp_regret"] = tot["exp_regret"] / max(int(is_planner.sum()), 1)
     policy.set_training_mode(False)
-    stats["agreement"] = agreement(policy, arrays)
-    stats["regret"] = argmax_regret(policy, arrays)
+    if score:  # ``score=False``: skip the two passes over the data
+        stats["agreement"] = agreement(policy, arrays)
+        stats["regret"] = argmax_regret(policy, arrays)
     return stats
 
 
@@ -614,6 +626,119 @@ def imitate(
     return res
 
 
+def episode_ids(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The episode of every labelled state (states are stored episode by episode, and the
+    return to go grows within one): a new episode where it drops or the label source changes."""
+    ret, pl = arrays["ret"], np.asarray(arrays["planner"], dtype=bool)
+    new = np.r_[True, (ret[1:] < ret[:-1]) | (pl[1:] != pl[:-1])]
+    return np.cumsum(new) - 1
+
+
+DISTILL_HEADER = "epoch,wall_s,lr,ce,exp_regret,val_regret,val_agreement,best"
+
+
+def distill(
+    cfg: ImitateConfig, run: str | Path, out: str | Path = "runs", log: Any = print
+) -> ImitateResult:
+    """A *fresh* student (the base run's training config, extractor ``cfg.net``) fitted on the
+    labelled states of the imitation run ``run`` - no new planner labels: the anchor states
+    keep the targets stored with them. ``cfg.holdout`` of the episodes are kept out of the
+    fit; after every epoch (``cfg.learning_rate`` cosine-annealed to 0 over ``cfg.epochs``,
+    Adam ``weight_decay``) the student's argmax regret on their planner states is measured
+    and the best epoch is the run's ``final_model.zip`` (early stopping). ``cfg`` must equal
+    the run's config except in :data:`FIT_KEYS` and the distillation keys."""
+    run = Path(run)
+    th.set_num_threads(cfg.torch_threads)
+    th.use_deterministic_algorithms(True)
+    set_random_seed(cfg.seed)
+    old, old_prov = _parent_config(run)
+    free = (*FIT_KEYS, "net", "holdout", "weight_decay", "eval_episodes")
+    diff = sorted(k for k, v in asdict(cfg).items() if k not in free and old.get(k) != v)
+    if diff:
+        raise ConfigError(f"cannot distill {run}: config differs in {diff}")
+    base_cfg = load_run_config(run)
+    net = replace(base_cfg.net, **(cfg.net or {}))
+    tcfg = replace(base_cfg, net=net, seed=cfg.seed)
+    n_max = tcfg.max_components
+    venv = DummyVecEnv([lambda: RestoreEnv(scenario=cfg.scenarios, max_components=n_max)])
+    model = build_model(tcfg, venv, None)
+    policy = model.policy
+    assert isinstance(policy, GraphPolicy)
+    for g in policy.optimizer.param_groups:
+        g["weight_decay"] = cfg.weight_decay
+    arrays = Dataset.from_arrays(
+        dict(np.load(run / "data.npz")), old["temperature"], cfg.regret_cap
+    ).arrays()
+    ep = episode_ids(arrays)
+    rng = np.random.default_rng([cfg.seed, 0x44495354])
+    val_ep = rng.random(int(ep.max()) + 1) < cfg.holdout
+    is_val = val_ep[ep]
+    train_arr = {k: v[~is_val] for k, v in arrays.items()}
+    val_arr = {k: v[is_val] for k, v in arrays.items()}
+    run_dir = new_run_dir(out, f"{cfg.name}__{cfg.seed}")
+    base_yaml = yaml.safe_load((run / "config.yaml").read_text())
+    base_yaml["net"] = asdict(net)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(base_yaml, sort_keys=False))
+    prov = {
+        **_provenance(),
+        "init": old_prov.get("init"),
+        "distilled_from": str(run.resolve()),
+        "states": {"train": int((~is_val).sum()), "validation": int(is_val.sum())},
+    }
+    atomic_write_text(
+        run_dir / "imitate.yaml",
+        yaml.safe_dump({**asdict(cfg), "provenance": prov}, sort_keys=False),
+    )
+    log(f"{run_dir}: {len(train_arr['mask'])} training states, {int(is_val.sum())} held out")
+    rows = [DISTILL_HEADER]
+    best = float("inf")
+    t0 = time.perf_counter()
+    for e in range(1, cfg.epochs + 1):
+        lr = float(cfg.learning_rate * 0.5 * (1.0 + np.cos(np.pi * (e - 1) / cfg.epochs)))
+        st = fit(
+            policy,
+            train_arr,
+            1,
+            cfg.batch_size,
+            lr,
+            cfg.value_weight,
+            cfg.anchor_weight,
+            rng,
+            cfg.loss,
+            cfg.regret_cap,
+            cfg.ce_weight,
+            score=False,
+        )
+        vr, va = argmax_regret(policy, val_arr), agreement(policy, val_arr)
+        better = not vr >= best  # (nan: no planner states held out - the latest)
+        if better:
+            best = vr
+            model.save(run_dir / "final_model")
+        wall = time.perf_counter() - t0
+        rows.append(
+            f"{e},{wall:.1f},{lr:.3g},{st['ce']:.5f},{st['exp_regret']:.5f},{vr:.5f},{va:.4f},"
+            f"{int(better)}"
+        )
+        atomic_write_text(run_dir / "distill.csv", "\n".join(rows) + "\n")
+        log(
+            f"epoch {e}: {wall:.0f} s, lr {lr:.2g}, ce {st['ce']:.4f}, expected regret "
+            f"{st['exp_regret']:.4f} s, validation argmax regret {vr:.4f} s, agreement {va:.3f}"
+            + (" (best)" if better else "")
+        )
+    model = MaskablePPO.load(run_dir / "final_model.zip", device="cpu")
+    small = anchor = float("nan")
+    if cfg.eval_episodes:
+        a = evaluate_model(model, cfg.scenarios, cfg.eval_episodes, cfg.eval_seed, n_max)
+        b = evaluate_model(model, cfg.anchor_scenarios, cfg.eval_episodes, cfg.eval_seed, n_max)
+        small, anchor = float(np.mean([r.ttr for r in a])), float(np.mean([r.ttr for r in b]))
+    log(f"best validation argmax regret {best:.4f} s; held-out TTR {small:.2f} / {anchor:.2f} s")
+    res = ImitateResult(run_dir, len(train_arr["mask"]), time.perf_counter() - t0, small, anchor)
+    summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(res).items()}
+    summary["val_regret"] = best
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return res
+
+
 DIAGNOSE_SEED = 95_000_000  # fresh labelled episodes for :func:`diagnose` (no run uses them)
 
 
@@ -724,6 +849,12 @@ def main(argv: list[str] | None = None) -> ImitateResult | None:
         help="imitation run folder to continue in a new run (the config may change "
         "only the fit: loss, epochs, learning rate, ...)",
     )
+    ap.add_argument(
+        "--distill",
+        metavar="RUN",
+        help="fit a fresh student (the config's net) on the imitation run's labelled states, "
+        "with a held-out split of its episodes for early stopping (no new labels)",
+    )
     ap.add_argument("--out", default="runs")
     ap.add_argument("--export", help="write the result to this .onnx (+ .json sidecar)")
     ap.add_argument("--max-components", type=int, default=24, help="export padding")
@@ -741,6 +872,13 @@ def main(argv: list[str] | None = None) -> ImitateResult | None:
     if args.config is None:
         ap.error("--config is required")
     cfg = load_imitate_config(args.config)
+    if args.distill is not None:
+        res = distill(cfg, args.distill, args.out, lambda m: print(m, flush=True))
+        print(f"run folder {res.run_dir}")
+        if args.export:
+            onnx = export_imitation(res.run_dir, args.export, args.max_components)
+            print(f"exported {onnx} (+ {onnx.with_suffix('.json').name})")
+        return res
     init = args.init
     parent = args.resume or args.fork
     if parent is not None:

@@ -14,7 +14,7 @@ import yaml
 from sb3_contrib import MaskablePPO
 
 from agents.evaluate import run_episode
-from agents.extractor import GraphPolicy
+from agents.extractor import GraphExtractor, GraphPolicy
 from agents.imitate import (
     Dataset,
     ImitateConfig,
@@ -283,3 +283,46 @@ def test_diagnose(tiny_run: TrainResult, tmp_path: Path) -> None:
         total = d["regret_per_decision"] * d["states"]
         assert sum(d["by_kind_s"].values()) == pytest.approx(total, rel=1e-4, abs=1e-6)
     assert out["train"]["states"] == int(np.load(run.run_dir / "data.npz")["planner"].sum())
+
+
+def test_distill_fits_a_fresh_larger_student(tiny_run: TrainResult, tmp_path: Path) -> None:
+    """--distill: a fresh student of another size on a run's labelled states, episodes held
+    out for early stopping (the best epoch is the model), reproducible, exportable."""
+    from agents.imitate import distill, episode_ids
+    from persona.restorer import OnnxRestorePolicy
+
+    cfg = _tiny(iterations=1, episodes=4, eval_episodes=0)
+    run = imitate(cfg, tiny_run.run_dir, tmp_path / "p", lambda m: None)
+    arr = dict(np.load(run.run_dir / "data.npz"))
+    ep = episode_ids(arr)
+    assert ep[0] == 0 and np.all(np.diff(ep) >= 0) and ep.max() >= 4  # 4 labelled + 1 anchor
+    big = replace(
+        cfg, name="tiny-big", net={"dim": 32, "heads": 4, "layers": 3}, epochs=3, holdout=0.5
+    )
+    with pytest.raises(ConfigError, match="samples"):
+        distill(replace(big, samples=3), run.run_dir, tmp_path, lambda m: None)
+    a = distill(big, run.run_dir, tmp_path / "a", lambda m: None)
+    b = distill(big, run.run_dir, tmp_path / "b", lambda m: None)
+    pa = MaskablePPO.load(a.run_dir / "final_model.zip", device="cpu").policy
+    pb = MaskablePPO.load(b.run_dir / "final_model.zip", device="cpu").policy
+    fe = pa.features_extractor
+    assert isinstance(fe, GraphExtractor) and fe.dim == 32 and len(fe.blocks) == 3
+    sa, sb = pa.state_dict(), pb.state_dict()
+    assert all(th.equal(sa[k], sb[k]) for k in sa)
+    rows = [r.split(",") for r in (a.run_dir / "distill.csv").read_text().splitlines()[1:]]
+    assert len(rows) == 3 and rows[0][-1] == "1"
+    best = min(float(r[5]) for r in rows)
+    assert json.loads((a.run_dir / "summary.json").read_text())["val_regret"] == pytest.approx(
+        best, abs=1e-5
+    )
+    meta = yaml.safe_load((a.run_dir / "imitate.yaml").read_text())["provenance"]
+    assert meta["states"]["train"] + meta["states"]["validation"] == len(ep)
+    assert yaml.safe_load((a.run_dir / "config.yaml").read_text())["net"]["dim"] == 32
+    onnx = export_imitation(a.run_dir, tmp_path / "big.onnx", max_components=10)
+    env = RestoreEnv(scenario=SMALL, max_components=10)
+    from agents.train import Sb3Policy
+
+    torch_pol = MaskablePPO.load(a.run_dir / "final_model.zip", device="cpu")
+    r1 = run_episode(env, OnnxRestorePolicy(onnx), 40)
+    r2 = run_episode(env, Sb3Policy(torch_pol), 40)
+    assert r1.ttr == pytest.approx(r2.ttr) and r1.steps == r2.steps

@@ -802,8 +802,11 @@ def diagnose(
         planner=Planner(samples=cfg.samples),
         temperature=cfg.temperature,
     )
+    data_run = run  # a distilled run (no data.npz): the states of the run it was fitted on
+    if not (run / "data.npz").exists():
+        data_run = Path(_parent_config(run)[1]["distilled_from"])
     train_arr = Dataset.from_arrays(
-        dict(np.load(run / "data.npz")), cfg.temperature, cfg.regret_cap
+        dict(np.load(data_run / "data.npz")), cfg.temperature, cfg.regret_cap
     ).arrays()
     levels = env.config.n_levels
     held = regret_breakdown(policy, fresh.arrays(), levels)

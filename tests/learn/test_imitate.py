@@ -318,6 +318,10 @@ def test_distill_fits_a_fresh_larger_student(tiny_run: TrainResult, tmp_path: Pa
     meta = yaml.safe_load((a.run_dir / "imitate.yaml").read_text())["provenance"]
     assert meta["states"]["train"] + meta["states"]["validation"] == len(ep)
     assert yaml.safe_load((a.run_dir / "config.yaml").read_text())["net"]["dim"] == 32
+    from agents.imitate import diagnose
+
+    out = diagnose(a.run_dir, episodes=1, seed=5, log=lambda m: None)  # the parent's states
+    assert out["train"]["states"] == int(arr["planner"].sum())
     onnx = export_imitation(a.run_dir, tmp_path / "big.onnx", max_components=10)
     env = RestoreEnv(scenario=SMALL, max_components=10)
     from agents.train import Sb3Policy

@@ -437,6 +437,32 @@ def argmax_regret(policy: GraphPolicy, arrays: dict[str, np.ndarray]) -> float:
     return float(np.mean(arrays["regret"][sel][np.arange(a.size), a]))
 
 
+def fit_config(
+    policy: GraphPolicy,
+    arrays: dict[str, np.ndarray],
+    cfg: ImitateConfig,
+    rng: np.random.Generator,
+    epochs: int,
+    learning_rate: float,
+    score: bool = True,
+) -> dict[str, float]:
+    """:func:`fit` with the fit settings of ``cfg`` (batch size, loss and its weights)."""
+    return fit(
+        policy,
+        arrays,
+        epochs,
+        cfg.batch_size,
+        learning_rate,
+        cfg.value_weight,
+        cfg.anchor_weight,
+        rng,
+        cfg.loss,
+        cfg.regret_cap,
+        cfg.ce_weight,
+        score=score,
+    )
+
+
 def agreement(policy: GraphPolicy, arrays: dict[str, np.ndarray], batch: int = 1024) -> float:
     """Share of labelled states where the policy's deterministic action is the target's mode."""
     n = arrays["mask"].shape[0]
@@ -592,19 +618,7 @@ def imitate(
                 teacher=teacher_policy,
             )
         arrays = data.arrays()
-        st = fit(
-            policy,
-            arrays,
-            cfg.epochs,
-            cfg.batch_size,
-            cfg.learning_rate,
-            cfg.value_weight,
-            cfg.anchor_weight,
-            rng,
-            cfg.loss,
-            cfg.regret_cap,
-            cfg.ce_weight,
-        )
+        st = fit_config(policy, arrays, cfg, rng, cfg.epochs, cfg.learning_rate)
         small, anchor = evaluate()
         wall = time.perf_counter() - t0
         evals.append(
@@ -695,20 +709,7 @@ def distill(
     t0 = time.perf_counter()
     for e in range(1, cfg.epochs + 1):
         lr = float(cfg.learning_rate * 0.5 * (1.0 + np.cos(np.pi * (e - 1) / cfg.epochs)))
-        st = fit(
-            policy,
-            train_arr,
-            1,
-            cfg.batch_size,
-            lr,
-            cfg.value_weight,
-            cfg.anchor_weight,
-            rng,
-            cfg.loss,
-            cfg.regret_cap,
-            cfg.ce_weight,
-            score=False,
-        )
+        st = fit_config(policy, train_arr, cfg, rng, 1, lr, score=False)
         vr, va = argmax_regret(policy, val_arr), agreement(policy, val_arr)
         better = not vr >= best  # (nan: no planner states held out - the latest)
         if better:

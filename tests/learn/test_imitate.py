@@ -72,6 +72,17 @@ class SafePlanner(Planner):
         return super().act(obs, safe_mask(obs, mask, self.ctx.config.alloc_levels))
 
 
+def _assert_same_run(a_dir: Path, b_dir: Path) -> list[str]:
+    """Two imitation runs ended with the same model and the same labelled states; returns
+    the stored arrays' names."""
+    pa = MaskablePPO.load(a_dir / "final_model.zip", device="cpu").policy.state_dict()
+    pb = MaskablePPO.load(b_dir / "final_model.zip", device="cpu").policy.state_dict()
+    assert all(th.equal(pa[k], pb[k]) for k in pa)
+    a, b = np.load(a_dir / "data.npz"), np.load(b_dir / "data.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a.files)
+    return list(a.files)
+
+
 def test_soft_target() -> None:
     actions, q = np.array([1, 4, 6]), np.array([10.0, 9.0, 9.1])
     hard = soft_target(actions, q, 8, 0.0)
@@ -184,11 +195,7 @@ def test_resume_equals_one_run(tiny_run: TrainResult, tmp_path: Path) -> None:
         imitate(replace(cfg, samples=3), tiny_run.run_dir, tmp_path, lambda m: None, part.run_dir)
     res = imitate(cfg, tiny_run.run_dir, tmp_path, lambda m: None, part.run_dir)
     assert res.run_dir == part.run_dir and res.states == whole.states
-    pa = MaskablePPO.load(whole.run_dir / "final_model.zip", device="cpu").policy.state_dict()
-    pb = MaskablePPO.load(part.run_dir / "final_model.zip", device="cpu").policy.state_dict()
-    assert all(th.equal(pa[k], pb[k]) for k in pa)
-    a, b = np.load(whole.run_dir / "data.npz"), np.load(part.run_dir / "data.npz")
-    assert all(np.array_equal(a[k], b[k]) for k in a.files)
+    _assert_same_run(whole.run_dir, part.run_dir)
     rows = (part.run_dir / "eval.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
 
@@ -264,11 +271,7 @@ def test_fork_continues_with_a_new_fit(tiny_run: TrainResult, tmp_path: Path) ->
     )
     res = imitate(new, tiny_run.run_dir, tmp_path, lambda m: None, part.run_dir)
     assert res.run_dir == part.run_dir and res.states == whole.states
-    pa = MaskablePPO.load(whole.run_dir / "final_model.zip", device="cpu").policy.state_dict()
-    pb = MaskablePPO.load(part.run_dir / "final_model.zip", device="cpu").policy.state_dict()
-    assert all(th.equal(pa[k], pb[k]) for k in pa)
-    a, b = np.load(whole.run_dir / "data.npz"), np.load(part.run_dir / "data.npz")
-    assert all(np.array_equal(a[k], b[k]) for k in a.files) and "regret" in a.files
+    assert "regret" in _assert_same_run(whole.run_dir, part.run_dir)
 
 
 def test_diagnose(tiny_run: TrainResult, tmp_path: Path) -> None:

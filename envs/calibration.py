@@ -130,8 +130,6 @@ def fit_live_kind_models(
     host; ``c`` the simulator's CPU for the step, so only time that really shrinks with the
     allocation lands in the CPU terms) fitted by non-negative least squares; ``sigma`` is the
     standard deviation of log(measured / fitted). Returns the models and fit statistics."""
-    from scipy.optimize import nnls
-
     rows: dict[ComponentKind, list[tuple[float, float, float]]] = {}
     for k, s in enumerate(steps):
         if s.get("outcome") != "ok":
@@ -150,28 +148,40 @@ def fit_live_kind_models(
     for kind, rs in sorted(rows.items(), key=lambda kv: kv[0].value):
         y = np.array([r[0] for r in rs])
         a = np.array([[1.0, r[1], r[2], r[1] * r[2]] for r in rs])
-        if len(rs) < 4:  # too few to separate the terms: a constant
-            coef = np.array([float(np.exp(np.mean(np.log(y)))), 0.0, 0.0, 0.0])
-        else:
-            coef, _ = nnls(a, y)
-        pred = np.maximum(a @ coef, 1e-6)
-        resid = np.log(y / pred)
-        sd = float(np.std(resid, ddof=1)) if len(rs) > 1 else 0.0
-        out[kind] = KindModel(
-            cpu_base_s=round(float(coef[2]), 6),
-            cpu_mb_per_core_s=round(float(1.0 / coef[3]), 6) if coef[3] > 1e-12 else 1e9,
-            io_factor=0.0,
-            serial=1.0,
-            sigma=round(max(sd, MIN_SIGMA), 6),
-            fixed_s=round(float(coef[0]), 6),
-            fixed_s_per_mb=round(float(coef[1]), 6),
-        )
-        stats[kind.value] = {
-            "steps": len(rs),
-            "mean_s": round(float(y.mean()), 4),
-            "median_abs_rel_error": round(float(np.median(np.abs(pred / y - 1.0))), 4),
-        }
+        # too few to separate the terms: a constant
+        _, out[kind], stats[kind.value] = _fit_step_model(y, a, constant=len(rs) < 4)
     return out, stats
+
+
+def _fit_step_model(
+    y: np.ndarray, a: np.ndarray, constant: bool = False
+) -> tuple[np.ndarray, KindModel, dict[str, Any]]:
+    """Non-negative least squares of step seconds ``y`` on the columns ``a`` = [1, size_MB,
+    g, size_MB * g] (``g = 1 / min(c, 1)``; a column of zeros keeps its term at 0) -> the
+    coefficients, the step model, and fit statistics. ``constant``: the geometric mean."""
+    from scipy.optimize import nnls
+
+    if constant:
+        coef = np.array([float(np.exp(np.mean(np.log(y)))), 0.0, 0.0, 0.0])
+    else:
+        coef, _ = nnls(a, y)
+    pred = np.maximum(a @ coef, 1e-6)
+    sd = float(np.std(np.log(y / pred), ddof=1)) if len(y) > 1 else 0.0
+    model = KindModel(
+        cpu_base_s=round(float(coef[2]), 6),
+        cpu_mb_per_core_s=round(float(1.0 / coef[3]), 6) if coef[3] > 1e-12 else 1e9,
+        io_factor=0.0,
+        serial=1.0,
+        sigma=round(max(sd, MIN_SIGMA), 6),
+        fixed_s=round(float(coef[0]), 6),
+        fixed_s_per_mb=round(float(coef[1]), 6),
+    )
+    stats = {
+        "steps": len(y),
+        "mean_s": round(float(y.mean()), 4),
+        "median_abs_rel_error": round(float(np.median(np.abs(pred / y - 1.0))), 4),
+    }
+    return coef, model, stats
 
 
 MIN_COMPONENT_STEPS = 6  # a process with this many ok steps gets a model of its own
@@ -185,8 +195,6 @@ def fit_component_models(
     the size terms of the kind model cannot be told apart here). One process's restore may
     include work the others do not do (a self-check after the pause, before its ready
     heartbeat): its own model keeps that off the others."""
-    from scipy.optimize import nnls
-
     rows: dict[str, list[tuple[float, float]]] = {}
     for s in steps:
         if s.get("outcome") != "ok" or s.get("kind") != ComponentKind.PROCESS.value:
@@ -201,25 +209,14 @@ def fit_component_models(
         if len(rs) < min_steps:
             continue
         y = np.array([r[0] for r in rs])
-        a = np.array([[1.0, r[1]] for r in rs])
-        coef, _ = nnls(a, y)
-        pred = np.maximum(a @ coef, 1e-6)
-        sd = float(np.std(np.log(y / pred), ddof=1))
-        out[name] = KindModel(
-            cpu_base_s=round(float(coef[1]), 6),
-            cpu_mb_per_core_s=1e9,
-            io_factor=0.0,
-            serial=1.0,
-            sigma=round(max(sd, MIN_SIGMA), 6),
-            fixed_s=round(float(coef[0]), 6),
-            fixed_s_per_mb=0.0,
-        )
+        # its size hardly varies: the size columns are zeros
+        coef, out[name], st = _fit_step_model(y, np.array([[1.0, 0.0, r[1], 0.0] for r in rs]))
         stats[name] = {
-            "steps": len(rs),
-            "mean_s": round(float(y.mean()), 4),
+            "steps": st["steps"],
+            "mean_s": st["mean_s"],
             "fixed_s": round(float(coef[0]), 4),
-            "cpu_base_s": round(float(coef[1]), 4),
-            "median_abs_rel_error": round(float(np.median(np.abs(pred / y - 1.0))), 4),
+            "cpu_base_s": round(float(coef[2]), 4),
+            "median_abs_rel_error": st["median_abs_rel_error"],
         }
     return out, stats
 

@@ -63,7 +63,7 @@ from agents.baselines import PolicyContext
 from agents.evaluate import true_model
 from agents.extractor import GraphPolicy
 from agents.masks import safe_mask
-from agents.planner import Planner
+from agents.planner import BASES, KNOWN_BASES, Planner
 from agents.report import new_run_dir
 from agents.train import (
     TRAIN_SEED_BASE,
@@ -97,6 +97,8 @@ FIT_KEYS = (
     "ce_weight",
     "torch_threads",
 )
+# what a fork may change besides the fit: how new rounds are labelled (and how fast)
+LABEL_KEYS = ("planner_bases", "workers")
 
 
 @dataclass(frozen=True)
@@ -127,9 +129,24 @@ class ImitateConfig:
     net: dict[str, int] | None = None  # the student's extractor (dim/heads/layers); None: base's
     holdout: float = 0.1  # share of the labelled episodes kept out of the fit (validation)
     weight_decay: float = 0.0  # Adam's L2 penalty on the student's weights
+    # the planner's base policies; "policy" adds the current student (exported to ONNX each
+    # round): expert iteration - the teacher is one step of policy improvement over it too
+    planner_bases: list[str] = field(default_factory=lambda: list(BASES))
+    workers: int = 1  # processes labelling a round's episodes (the same data for any number)
 
     def __post_init__(self) -> None:
-        for k in ("iterations", "episodes", "samples", "epochs", "batch_size", "torch_threads"):
+        bad = [b for b in self.planner_bases if b not in KNOWN_BASES]
+        if bad or not self.planner_bases:
+            raise ConfigError(f"planner_bases: unknown {bad}; use some of {', '.join(KNOWN_BASES)}")
+        for k in (
+            "iterations",
+            "episodes",
+            "samples",
+            "epochs",
+            "batch_size",
+            "torch_threads",
+            "workers",
+        ):
             if getattr(self, k) < 1:
                 raise ConfigError(f"{k} must be >= 1, got {getattr(self, k)}")
         for k in ("anchor_episodes", "eval_episodes"):
@@ -223,6 +240,16 @@ class Dataset:
         d.ret = [float(x) for x in arrays["ret"]]
         d.planner = [bool(x) for x in arrays["planner"]]
         return d
+
+    def extend(self, arrays: dict[str, np.ndarray]) -> None:
+        """Append the states of :meth:`arrays` (of another dataset), in order."""
+        for k in KEYS:
+            self.obs[k].extend(arrays[k])
+        self.mask.extend(arrays["mask"])
+        self.target.extend(arrays["target"])
+        self.regret.extend(arrays["regret"])
+        self.ret.extend(float(x) for x in arrays["ret"])
+        self.planner.extend(bool(x) for x in arrays["planner"])
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {k: np.stack(v) for k, v in self.obs.items()}
@@ -340,6 +367,85 @@ def collect(
         ttrs.append(ttr)
         for o, m, t, g, now in rows:
             data.add(o, m, t, -scale * (ttr - now), planner is not None, g)
+    return ttrs
+
+
+def make_planner(cfg: ImitateConfig, student: str | Path | None = None) -> Planner:
+    """The labelling planner of ``cfg``; ``student``: the current policy's ONNX file, for the
+    base ``policy`` (loaded with the torch-free restorer: fast single-state inference)."""
+    if "policy" not in cfg.planner_bases:
+        return Planner(samples=cfg.samples, bases=cfg.planner_bases)
+    from persona.restorer.policy import OnnxRestorePolicy
+
+    if student is None:
+        raise ConfigError("planner base 'policy' needs the student's ONNX file")
+    return Planner(samples=cfg.samples, bases=cfg.planner_bases, policy=OnnxRestorePolicy(student))
+
+
+def _collect_chunk(
+    job: tuple[ImitateConfig, str, str | None, int, list[int], float],
+) -> tuple[dict[str, np.ndarray] | None, list[float]]:
+    """One worker's share of a round (a fresh process: the model from its .zip)."""
+    cfg, model_zip, student, n_max, seeds, beta = job
+    th.set_num_threads(1)
+    th.use_deterministic_algorithms(True)
+    policy = MaskablePPO.load(model_zip, device="cpu").policy
+    assert isinstance(policy, GraphPolicy)
+    policy.set_training_mode(False)
+    env = RestoreEnv(scenario=cfg.scenarios, max_components=n_max)
+    data = Dataset()
+    ttrs = collect(
+        env,
+        policy,
+        seeds,
+        data,
+        planner=make_planner(cfg, student),
+        temperature=cfg.temperature,
+        beta=beta,
+    )
+    return (data.arrays() if len(data) else None), ttrs
+
+
+def label_round(
+    cfg: ImitateConfig,
+    model: MaskablePPO,
+    run_dir: Path,
+    n_max: int,
+    seeds: list[int],
+    data: Dataset,
+    beta: float,
+) -> list[float]:
+    """Collect a round's planner-labelled states into ``data`` (:func:`collect`), in
+    ``cfg.workers`` processes (contiguous shares of ``seeds``, merged in seed order: every
+    episode is determined by its seed, so the data do not depend on the number of workers).
+    With the base ``policy`` the current model is exported to ``run_dir/student.onnx``."""
+    student = None
+    if cfg.workers > 1 or "policy" in cfg.planner_bases:
+        model.save(run_dir / "final_model")  # the workers' (and the export's) copy
+    if "policy" in cfg.planner_bases:
+        from agents.export import export_run
+
+        student = str(export_run(run_dir, run_dir / "student.onnx")[0])
+    zip_path = str(run_dir / "final_model.zip")
+    if cfg.workers == 1:
+        policy = model.policy
+        assert isinstance(policy, GraphPolicy)
+        env = RestoreEnv(scenario=cfg.scenarios, max_components=n_max)
+        planner = make_planner(cfg, student)
+        return collect(
+            env, policy, seeds, data, planner=planner, temperature=cfg.temperature, beta=beta
+        )
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    shares = [list(c) for c in np.array_split(np.asarray(seeds, dtype=np.int64), cfg.workers)]
+    jobs = [(cfg, zip_path, student, n_max, [int(x) for x in c], beta) for c in shares if c]
+    ttrs: list[float] = []
+    with ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn")) as pool:
+        for arrays, t in pool.map(_collect_chunk, jobs):
+            if arrays is not None:
+                data.extend(arrays)
+            ttrs += t
     return ttrs
 
 
@@ -494,6 +600,15 @@ def _init_model(init: Path) -> tuple[MaskablePPO, Path]:
 HEADER = "round,states,wall_s,train_ttr,ttr_small,ttr_anchor,ce,value,agreement,regret"
 
 
+def _config_diff(cfg: ImitateConfig, old: dict[str, Any], free: tuple[str, ...]) -> list[str]:
+    """The settings of ``cfg`` that differ from a parent run's ``old`` config, outside
+    ``free`` (a key the parent's config predates counts as its default)."""
+    default = asdict(ImitateConfig())
+    return sorted(
+        k for k, v in asdict(cfg).items() if k not in free and old.get(k, default[k]) != v
+    )
+
+
 def _parent_config(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """An imitation run's config (keys added since it was made: their defaults) and provenance."""
     old = yaml.safe_load((run / "imitate.yaml").read_text())
@@ -531,8 +646,8 @@ def imitate(
     old_prov: dict[str, Any] = {}
     if parent is not None:
         old, old_prov = _parent_config(parent)
-        free = ("iterations",) if resume is not None else FIT_KEYS
-        diff = sorted(k for k, v in asdict(cfg).items() if k not in free and old.get(k) != v)
+        free = ("iterations", "workers") if resume is not None else (*FIT_KEYS, *LABEL_KEYS)
+        diff = _config_diff(cfg, old, free)
         if diff:
             what = "resume" if resume is not None else "fork"
             raise ConfigError(f"cannot {what} {parent}: config differs in {diff}")
@@ -566,9 +681,7 @@ def imitate(
         run_dir / "imitate.yaml",
         yaml.safe_dump({**asdict(cfg), "provenance": prov}, sort_keys=False),
     )
-    env = RestoreEnv(scenario=cfg.scenarios, max_components=n_max)
     anchor_env = RestoreEnv(scenario=cfg.anchor_scenarios, max_components=n_max)
-    planner = Planner(samples=cfg.samples)
     rng = np.random.default_rng([cfg.seed, 0x494D4954])
     data = Dataset()
     evals = [HEADER]
@@ -600,13 +713,13 @@ def imitate(
         small, anchor = (float(x) for x in evals[-1].split(",")[4:6])
     for r in range(len(done_rounds) + 1, cfg.iterations + 1):
         base = IMITATE_SEED_BASE + 1_000_000 * cfg.seed + 10_000 * r
-        ttrs = collect(
-            env,
-            policy,
+        ttrs = label_round(
+            cfg,
+            model,
+            run_dir,
+            n_max,
             [base + k for k in range(cfg.episodes)],
             data,
-            planner=planner,
-            temperature=cfg.temperature,
             beta=cfg.beta if r == 1 else 0.0,
         )
         if cfg.anchor_episodes:
@@ -666,8 +779,8 @@ def distill(
     th.use_deterministic_algorithms(True)
     set_random_seed(cfg.seed)
     old, old_prov = _parent_config(run)
-    free = (*FIT_KEYS, "net", "holdout", "weight_decay", "eval_episodes")
-    diff = sorted(k for k, v in asdict(cfg).items() if k not in free and old.get(k) != v)
+    free = (*FIT_KEYS, *LABEL_KEYS, "net", "holdout", "weight_decay", "eval_episodes")
+    diff = _config_diff(cfg, old, free)
     if diff:
         raise ConfigError(f"cannot distill {run}: config differs in {diff}")
     base_cfg = load_run_config(run)
@@ -851,7 +964,8 @@ def main(argv: list[str] | None = None) -> ImitateResult | None:
     ap.add_argument(
         "--fork",
         help="imitation run folder to continue in a new run (the config may change "
-        "only the fit: loss, epochs, learning rate, ...)",
+        "only the fit - loss, epochs, learning rate, ... - and the labelling: planner_bases, "
+        "workers)",
     )
     ap.add_argument(
         "--distill",

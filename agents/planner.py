@@ -19,6 +19,10 @@ At each decision point (:meth:`Planner.act`), with the current :func:`~agents.ba
    action with :func:`envs.sim.core.transition`, then follow each base policy to the end;
 3. pick the action with the lowest mean TTR under its best base policy (ties: lowest index).
 
+With the base ``policy`` (a learned observation policy, e.g. an ONNX one) the planner is one
+step of policy improvement over that policy too: expert iteration (:mod:`agents.imitate`
+``planner_bases``) makes the student's own rollouts part of its teacher.
+
 The dynamics are only core's pure functions; the planner keeps none of its own. Base
 policies: ``critical-path`` (:class:`~agents.baselines.CriticalPath` on the observation) and
 ``informed``, a model-aware rule (:class:`Informed`: critical-path order, but a process whose
@@ -42,7 +46,8 @@ from envs.sim.params import EpisodeParams, Scenario, SimConfig, compile_episode
 from persona.errors import PolicyError
 
 Base = Callable[[EpisodeParams, core.SimState], int]
-BASES = ("informed", "critical-path")
+BASES = ("informed", "critical-path")  # the default bases
+KNOWN_BASES = (*BASES, "policy")  # "policy": a given observation policy (expert iteration)
 
 
 @dataclass
@@ -112,6 +117,15 @@ def _critical_path_base(ctx: PolicyContext, static: layout.StaticObs) -> Base:
     return act
 
 
+def _policy_base(ctx: PolicyContext, static: layout.StaticObs, policy: Any) -> Base:
+    """A base that follows an observation policy (``act(obs, mask)``, e.g. a learned one)."""
+
+    def act(p: EpisodeParams, s: core.SimState) -> int:
+        return int(policy.act(layout.observe(p, s, static), core.action_mask(p, s, ctx.n_max)))
+
+    return act
+
+
 def rollout(p: EpisodeParams, s: core.SimState, base: Base, n_max: int) -> float:
     """TTR of following ``base`` from ``s`` to the end of the episode ``p``."""
     while not s.terminal:
@@ -125,11 +139,15 @@ def resample(
     s: core.SimState,
     started: dict[int, core.SimState],
     rng: np.random.Generator,
+    reveal: Callable[[EpisodeParams], EpisodeParams] | None = None,
 ) -> tuple[EpisodeParams, core.SimState]:
     """A future consistent with the public state ``s``: fresh draws of the scenario, and the
     hidden outcomes of past starts (``started[i]``: the public state attempt ``i`` started
-    from) re-drawn from them."""
+    from) re-drawn from them. ``reveal`` (hindsight experiment only) replaces some of the fresh
+    draws by the true episode's before the outcomes are re-drawn."""
     p = compile_episode(scenario, config, rng)
+    if reveal is not None:
+        p = reveal(p)
     n = p.n
     will_fail = np.zeros(n, dtype=bool)
     will_latent = np.zeros(n, dtype=bool)
@@ -159,15 +177,23 @@ class Planner:
         samples: int = 16,
         bases: Sequence[str] = BASES,
         demand_quantile: float = 0.9,
+        policy: Any = None,
     ) -> None:
-        unknown = [b for b in bases if b not in BASES]
+        unknown = [b for b in bases if b not in KNOWN_BASES]
         if unknown or not bases:
-            raise PolicyError(f"unknown planner base {unknown}; use some of {', '.join(BASES)}")
+            raise PolicyError(
+                f"unknown planner base {unknown}; use some of {', '.join(KNOWN_BASES)}"
+            )
+        if ("policy" in bases) != (policy is not None):
+            raise PolicyError("the planner base 'policy' and a policy go together: give both")
         if samples < 1:
             raise PolicyError(f"planner samples must be >= 1, got {samples}")
         self.samples = samples
         self.base_names = tuple(bases)
         self.demand_quantile = demand_quantile
+        self.policy = policy  # the "policy" base: stateless between calls (e.g. ONNX)
+        # experiments.hindsight only: give the futures some of the true episode's draws
+        self.reveal: Callable[[EpisodeParams], EpisodeParams] | None = None
 
     def begin_episode(self, ctx: PolicyContext, seed: int) -> None:
         if ctx.model is None:
@@ -188,6 +214,9 @@ class Planner:
         for b in self.base_names:
             if b == "informed":
                 out.append(Informed.build(p, static, self.ctx.n_max, self.demand_quantile))
+            elif b == "policy":
+                self.policy.begin_episode(self.ctx, self.seed)
+                out.append(_policy_base(self.ctx, static, self.policy))
             else:
                 out.append(_critical_path_base(self.ctx, static))
         return out
@@ -198,7 +227,9 @@ class Planner:
         n_max = self.ctx.n_max
         total = np.zeros((len(self.base_names), actions.size))
         for _ in range(self.samples):
-            p, sk = resample(self.model.scenario, self.ctx.config, s, self.started, rng)
+            p, sk = resample(
+                self.model.scenario, self.ctx.config, s, self.started, rng, self.reveal
+            )
             if self.bases is None:
                 self.bases = self._make_bases(p)
             for a, action in enumerate(actions.tolist()):

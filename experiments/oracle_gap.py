@@ -7,6 +7,13 @@ not the draws) next to it, the learned policy and the heuristics, on the same he
 episodes (common random numbers: episode ``k`` is seed ``seed + k`` for every policy).
 
     python -m experiments.oracle_gap [--episodes 200] [--seed 1000] [--samples 16] [--out runs]
+        [--learned a.onnx,b.onnx] [--planner-policy a.onnx] [--reveal demand,faults,draws]
+
+``--planner-policy``: add the planner that also rolls out a learned policy (a third base: the
+teacher of expert iteration, :mod:`agents.imitate` ``planner_bases``). ``--reveal``: add the
+planner given part of the episode's true draws (``noise``, ``demand``, ``faults`` - which
+attempts fail and leave latent faults - or all ``draws``): how much each kind of hindsight is
+worth, i.e. how the gap between the planner and the oracle splits.
 
 Writes ``<out>/oracle-gap__<time>/``: ``results.json``, ``per_episode.csv``, ``table.md``,
 ``ttr.png`` (per policy), ``summary.json`` and ``summary.md`` (mean TTR with 95 % CI, ratio
@@ -23,18 +30,41 @@ from typing import Any
 
 import numpy as np
 
-from agents.baselines import oracle_search
+from agents.baselines import PolicyContext, oracle_search
 from agents.evaluate import EpisodeResult, EvalResult, load_policy, run_episode
 from agents.experiment import label
-from agents.planner import Planner
+from agents.planner import BASES, Planner
 from agents.report import new_run_dir, write_results
 from envs.restore_env import DEFAULT_MAX_COMPONENTS, RestoreEnv
+from envs.sim.params import DRAWS, with_draws
+from persona.errors import PolicyError
 from persona.model import atomic_write_text
 from persona.stats import mean_ci, paired_ratio_ci
 
 SMALL = "generator://mixed-v0?components=5-7"
 LEARNED = "policies/sim-default.onnx"
 BAR = 1.10  # issue 3: within 10 % of the oracle
+REVEALS: dict[str, tuple[str, ...]] = {
+    "noise": ("noise",),
+    "demand": ("demand",),
+    "faults": ("fail_u", "latent_u"),
+    "draws": DRAWS,
+}
+
+
+class Revealing(Planner):
+    """The planner whose futures carry some of the true episode's draws (``env``'s current
+    episode): a measurement of what that hindsight is worth, not a policy."""
+
+    def __init__(self, env: RestoreEnv, draws: tuple[str, ...], samples: int) -> None:
+        super().__init__(samples=samples)
+        self.env, self.draws = env, draws
+
+    def begin_episode(self, ctx: PolicyContext, seed: int) -> None:
+        super().begin_episode(ctx, seed)
+        true = self.env.params
+        assert true is not None
+        self.reveal = lambda p: with_draws(p, true, self.draws)
 
 
 def run_oracle(env: RestoreEnv, seeds: list[int]) -> tuple[list[EpisodeResult], int]:
@@ -107,6 +137,7 @@ def summary_markdown(meta: dict[str, Any], rows: dict[str, Any]) -> str:
         "critical-path": "observation",
         "seed-adaptive": "observation + past episodes",
     }
+    knows.update(meta.get("knows", {}))
     for p, s in rows.items():
         lo, hi = s["ttr_ci95"]
         lines.append(
@@ -133,9 +164,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--samples", type=int, default=16, help="planner futures per decision")
     ap.add_argument("--learned", default=LEARNED, help="learned .onnx file(s), comma-separated")
+    ap.add_argument(
+        "--planner-policy",
+        default="",
+        help="learned .onnx file(s), comma-separated: add the planner that also rolls out each",
+    )
+    ap.add_argument(
+        "--reveal",
+        default="",
+        help=f"add the planner given some of the episode's draws: {', '.join(REVEALS)}",
+    )
     ap.add_argument("--max-components", type=int, default=DEFAULT_MAX_COMPONENTS)
     ap.add_argument("--out", default="runs")
     args = ap.parse_args(argv)
+    reveals = [r for r in args.reveal.split(",") if r]
+    bad = [r for r in reveals if r not in REVEALS]
+    if bad:
+        raise PolicyError(f"--reveal: unknown {bad}; use some of {', '.join(REVEALS)}")
     seeds = [args.seed + k for k in range(args.episodes)]
     env = RestoreEnv(scenario=args.scenarios, max_components=args.max_components)
     results: list[EvalResult] = []
@@ -146,8 +191,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results.append(EvalResult("oracle", args.scenarios, args.episodes, args.seed, tuple(per)))
     planner = Planner(samples=args.samples)
     learned = [p for p in args.learned.split(",") if p]
+    knows: dict[str, str] = {}
+    extra: list[tuple[str, Any]] = []
+    for path in (p for p in args.planner_policy.split(",") if p):
+        name = f"planner+{label(path)}"
+        extra.append((name, Planner(args.samples, (*BASES, "policy"), policy=load_policy(path))))
+        knows[name] = f"true model; also rolls out {label(path)}"
+    for r in reveals:
+        extra.append((f"planner+{r}", Revealing(env, REVEALS[r], args.samples)))
+        knows[f"planner+{r}"] = f"true model + the episode's {r} (hindsight)"
     policies: list[tuple[str, Any]] = [
         ("planner", planner),
+        *extra,
         *[(label(p), load_policy(p)) for p in learned],
         ("critical-path", load_policy("critical-path")),
         ("seed-adaptive", load_policy("seed-adaptive")),
@@ -167,6 +222,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "learned": args.learned,
         "planner": {"samples": planner.samples, "bases": list(planner.base_names)},
         "oracle_exact": exact,
+        "planner_policy": args.planner_policy,
+        "reveal": reveals,
+        "knows": knows,
     }
     rows = summarize(results, walls)
     summary = {**meta, "policies": rows}

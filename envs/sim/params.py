@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -261,6 +262,22 @@ class Lists:
     demand: list[float]
     noise: list[list[float]]
     soft_parents: list[list[tuple[int, float]]]  # per component: (needed component, p_fail)
+
+
+DRAWS = ("noise", "fail_u", "latent_u", "demand")  # the draws compile_episode makes
+
+
+def with_draws(p: EpisodeParams, source: EpisodeParams, names: Sequence[str]) -> EpisodeParams:
+    """``p`` with the draws ``names`` (of :data:`DRAWS`) taken from ``source``, an episode of
+    the same scenario (the hindsight experiment reveals parts of the true episode so)."""
+    bad = [k for k in names if k not in DRAWS]
+    if bad:
+        raise ScenarioError(f"unknown draw(s) {bad}; use some of {', '.join(DRAWS)}")
+    if source.n != p.n or source.scenario.name != p.scenario.name:
+        raise ScenarioError("with_draws: the source episode is of another scenario")
+    new = {k: getattr(source, k) for k in names}
+    q = replace(p, **new)
+    return replace(q, lists=replace(q.lists, demand=q.demand.tolist(), noise=q.noise.tolist()))
 
 
 def compile_episode(

@@ -33,7 +33,7 @@ from agents.masks import safe_mask
 from agents.planner import Planner
 from agents.train import TrainResult
 from envs.restore_env import RestoreEnv
-from persona.errors import ConfigError
+from persona.errors import ConfigError, PolicyError
 
 pytestmark = pytest.mark.slow
 
@@ -333,3 +333,39 @@ def test_distill_fits_a_fresh_larger_student(tiny_run: TrainResult, tmp_path: Pa
     r1 = run_episode(env, OnnxRestorePolicy(onnx), 40)
     r2 = run_episode(env, Sb3Policy(torch_pol), 40)
     assert r1.ttr == pytest.approx(r2.ttr) and r1.steps == r2.steps
+
+
+def test_expert_iteration_in_workers_equals_one_process(
+    tiny_run: TrainResult, tmp_path: Path
+) -> None:
+    """With the planner base ``policy`` every round exports the student and the planner rolls
+    it out; labelling in two worker processes gives the same run as in one, and a fork may
+    switch the bases on."""
+    cfg = _tiny(anchor_episodes=1, eval_episodes=0, episodes=3, planner_bases=["policy"])
+    one = imitate(cfg, tiny_run.run_dir, tmp_path / "one", lambda m: None)
+    two = imitate(replace(cfg, workers=2), tiny_run.run_dir, tmp_path / "two", lambda m: None)
+    assert (one.run_dir / "student.onnx").exists() and one.states > 0
+    _assert_same_run(one.run_dir, two.run_dir)
+    # the teacher differs from the default planner's (it rolls out the student)
+    plain = imitate(
+        replace(cfg, planner_bases=["critical-path"]), tiny_run.run_dir, tmp_path / "p", lambda m: None
+    )
+    a, b = np.load(one.run_dir / "data.npz"), np.load(plain.run_dir / "data.npz")
+    assert a["regret"].shape != b["regret"].shape or not np.array_equal(a["regret"], b["regret"])
+    fork = imitate(
+        replace(cfg, iterations=3, planner_bases=["informed", "policy"], workers=2),
+        tiny_run.run_dir,
+        tmp_path / "f",
+        lambda m: None,
+        fork=plain.run_dir,
+    )
+    assert fork.states > plain.states
+    with pytest.raises(ConfigError, match="planner_bases"):
+        _tiny(planner_bases=["oracle"])
+
+
+def test_planner_policy_base_needs_a_policy() -> None:
+    with pytest.raises(PolicyError, match="policy"):
+        Planner(bases=("informed", "policy"))
+    with pytest.raises(PolicyError, match="policy"):
+        Planner(bases=("informed",), policy=object())

@@ -38,3 +38,26 @@ def test_several_learned_policies(tmp_path: Path) -> None:
     pols = out["policies"]
     assert list(pols)[:4] == ["oracle", "planner", "sim-default", "other"]
     assert pols["other"]["ttr_mean"] == pols["sim-default"]["ttr_mean"]  # the same network
+
+
+def test_planner_rows_with_a_rolled_out_policy_and_with_hindsight(tmp_path: Path) -> None:
+    args = ["--episodes", "2", "--seed", "7", "--samples", "2", "--learned", ""]
+    extra = ["--planner-policy", "policies/sim-default.onnx", "--reveal", "faults,draws"]
+    out = oracle_gap.main([*args, *extra, "--out", str(tmp_path)])
+    pols = out["policies"]
+    assert list(pols)[:5] == [
+        "oracle",
+        "planner",
+        "planner+sim-default",
+        "planner+faults",
+        "planner+draws",
+    ]
+    assert out["reveal"] == ["faults", "draws"]
+    md = (Path(out["run"]) / "summary.md").read_text()
+    assert "also rolls out sim-default" in md and "the episode's faults (hindsight)" in md
+    import pytest
+
+    from persona.errors import PolicyError
+
+    with pytest.raises(PolicyError, match="--reveal"):
+        oracle_gap.main([*args, "--reveal", "luck", "--out", str(tmp_path)])

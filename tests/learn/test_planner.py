@@ -163,3 +163,48 @@ def test_needs_the_true_model():
         Planner().begin_episode(PolicyContext(env.config, env.n_max), 0)
     with pytest.raises(PolicyError, match="base"):
         Planner(bases=("oracle",))
+
+
+def test_revealing_every_draw_makes_every_future_the_true_episode() -> None:
+    """``with_draws`` (the hindsight experiment's lever): given all of the episode's draws,
+    each re-sampled future is the true episode, so one future values actions as many do."""
+    from envs.sim.params import DRAWS, with_draws
+    from experiments.oracle_gap import Revealing
+
+    env = RestoreEnv(scenario=SMALL)
+    env.reset(seed=11)
+    true = env.params
+    assert true is not None
+    other = compile_episode(true.scenario, true.config, np.random.default_rng(5))
+    p = with_draws(other, true, DRAWS)
+    for k in DRAWS:
+        assert np.array_equal(getattr(p, k), getattr(true, k))
+    assert p.lists == true.lists
+    with pytest.raises(Exception, match="unknown draw"):
+        with_draws(other, true, ["luck"])
+    values = []
+    for samples in (1, 3):
+        pl = Revealing(env, DRAWS, samples)
+        _begin(env, pl, 11)
+        actions = np.flatnonzero(env.action_masks())
+        values.append(pl.values(env.state, actions))
+    assert np.allclose(values[0], values[1])
+
+
+def test_planner_rolls_out_a_given_policy() -> None:
+    """With the base ``policy`` a planner is at least as good, per action value, as with its
+    two heuristic bases alone (the value is the minimum over bases, on the same futures)."""
+    from persona.restorer.policy import OnnxRestorePolicy
+
+    env = RestoreEnv(scenario=SMALL, max_components=24)
+    two = Planner(samples=2)
+    three = Planner(
+        samples=2,
+        bases=("informed", "critical-path", "policy"),
+        policy=OnnxRestorePolicy("policies/sim-default.onnx"),
+    )
+    for pl in (two, three):
+        _begin(env, pl, 3)
+    actions = np.flatnonzero(env.action_masks())
+    a, b = two.values(env.state, actions), three.values(env.state, actions)
+    assert np.all(b <= a + 1e-9)

@@ -15,6 +15,15 @@ keeps SB3's rollout/training loops and only swaps the heads: action ``i * L + l`
 logit from component ``i``'s embedding (a pointer head, so the policy is the same function
 for every padding size and component order), the wait action and the value from the context.
 
+With ``alloc_head`` the network also gets the allocation arithmetic in closed form: for every
+component and level, :func:`alloc_features` computes the cores the level would take, the
+host's free cores left after it, and what is left after every other pending process has
+started too (at each level), with their signs; they join each component's part of the output
+and the pointer head scores ``component x level`` from the embedding *and* these numbers.
+(A DAgger diagnosis found the student's worst decisions at allocation cliffs - one level too
+high starves a later process, one too low fails validation - which an MLP must otherwise
+carve out of ``peak_frac`` and ``alloc_frac`` itself.)
+
 Everything is plain matmuls, softmax and layer norms with additive masks - no
 ``nn.MultiheadAttention`` key-padding paths - so the network exports to ONNX (opset 17) and
 runs identically under onnxruntime.
@@ -31,7 +40,34 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
+from envs import layout
+from envs.sim.params import SimConfig
+
 NEG = -1e9  # additive mask for attention scores and max-pooling (finite: ONNX-safe)
+_PEAK, _PROC = layout.COL["peak_frac"], layout.COL["kind_process"]
+_PENDING, _ALLOC = layout.COL["pending"], layout.GCOL["alloc_frac"]
+
+
+def alloc_feature_count(levels: int) -> int:
+    return 4 + levels
+
+
+def alloc_features(
+    nodes: th.Tensor, globals_: th.Tensor, node_mask: th.Tensor, mult: th.Tensor
+) -> th.Tensor:
+    """(B, N, L, 4 + L) allocation arithmetic, in host-core fractions: for component ``i`` at
+    level ``l``, the cores it takes (``peak x mult[l]``; 0 for non-processes), the free cores
+    left after it, then what is left after every *other* pending process also starts at level
+    ``k`` (one per ``k``), and the signs (>= 0) of the first two leftovers."""
+    peak = nodes[..., _PEAK] * nodes[..., _PROC] * node_mask  # (B, N)
+    pending = peak * nodes[..., _PENDING]
+    others = pending.sum(-1, keepdim=True) - pending  # (B, N)
+    free = (1.0 - globals_[..., _ALLOC]).reshape(-1, 1, 1)  # (B, 1, 1)
+    need = peak.unsqueeze(-1) * mult  # (B, N, L)
+    left = free - need
+    after = left.unsqueeze(-1) - (others.unsqueeze(-1) * mult).unsqueeze(-2)  # (B, N, L, L)
+    signs = th.stack([left, after[..., 0]], dim=-1) >= 0.0
+    return th.cat([need.unsqueeze(-1), left.unsqueeze(-1), after, signs.float()], dim=-1)
 
 
 def _mlp(i: int, h: int, o: int) -> nn.Sequential:
@@ -72,15 +108,26 @@ class GraphExtractor(BaseFeaturesExtractor):
     """Node embeddings + pooled context from ``{nodes, adjacency, node_mask, globals}``."""
 
     def __init__(
-        self, observation_space: spaces.Dict, dim: int = 64, heads: int = 4, layers: int = 2
+        self,
+        observation_space: spaces.Dict,
+        dim: int = 64,
+        heads: int = 4,
+        layers: int = 2,
+        alloc_head: bool = False,
     ) -> None:
         nodes = observation_space["nodes"].shape
         globs = observation_space["globals"].shape
         assert nodes is not None and globs is not None
         n, f = int(nodes[0]), int(nodes[1])
         g = int(globs[0])
-        super().__init__(observation_space, features_dim=n * dim + 2 * dim)
-        self.n, self.dim = n, dim
+        mult = SimConfig().alloc_levels  # the levels the env, the safe mask and export use
+        self.levels = len(mult)
+        self.n_alloc = alloc_feature_count(self.levels) if alloc_head else 0
+        self.width = dim + self.levels * self.n_alloc  # per component in the output
+        super().__init__(observation_space, features_dim=n * self.width + 2 * dim)
+        self.n, self.dim, self.alloc_head = n, dim, alloc_head
+        if alloc_head:
+            self.register_buffer("mult", th.tensor(mult, dtype=th.float32))
         self.embed = _mlp(f + g, dim, dim)
         self.blocks = nn.ModuleList(GraphBlock(dim, heads) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
@@ -101,35 +148,56 @@ class GraphExtractor(BaseFeaturesExtractor):
         mx = (h + (1.0 - m) * NEG).max(dim=1).values
         ctx = self.ctx(th.cat([mean, mx, self.glob(g)], dim=-1))  # (b, 2D)
         node = self.node_out(th.cat([h, ctx.unsqueeze(1).expand(b, n, ctx.shape[-1])], dim=-1))
-        return th.cat([(node * m).reshape(b, n * self.dim), ctx], dim=-1)
+        if self.alloc_head:
+            a = alloc_features(nodes, g, mask, self.get_buffer("mult")).reshape(b, n, -1)
+            node = th.cat([node, a], dim=-1)
+        return th.cat([(node * m).reshape(b, n * self.width), ctx], dim=-1)
 
 
 class PointerHead(nn.Module):
-    """Logits ``[node 0 level 0, ..., node N-1 level L-1, wait]`` from the extractor output."""
+    """Logits ``[node 0 level 0, ..., node N-1 level L-1, wait]`` from the extractor output
+    (with ``n_alloc`` allocation features per level: an MLP scores each component x level
+    from the embedding, those features and the level's one-hot, on top of the linear part)."""
 
-    def __init__(self, n: int, dim: int, levels: int) -> None:
+    level: nn.Module
+
+    def __init__(self, n: int, dim: int, levels: int, n_alloc: int = 0) -> None:
         super().__init__()
-        self.n, self.dim = n, dim
+        self.n, self.dim, self.levels, self.n_alloc = n, dim, levels, n_alloc
+        self.width = dim + levels * n_alloc
         node_lin, wait_lin = nn.Linear(dim, levels), nn.Linear(2 * dim, 1)
         self.node = nn.Sequential(nn.ReLU(), node_lin)
         self.wait = nn.Sequential(nn.ReLU(), wait_lin)
-        for lin in (node_lin, wait_lin):
+        lins = [node_lin, wait_lin]
+        if n_alloc:
+            out = nn.Linear(dim, 1)
+            self.level = nn.Sequential(nn.Linear(dim + n_alloc + levels, dim), nn.ReLU(), out)
+            self.register_buffer("onehot", th.eye(levels))
+            lins.append(out)
+        for lin in lins:
             nn.init.orthogonal_(lin.weight, gain=0.01)
             nn.init.zeros_(lin.bias)
 
     def forward(self, latent: th.Tensor) -> th.Tensor:
         b = latent.shape[0]
-        nodes = latent[:, : self.n * self.dim].reshape(b, self.n, self.dim)
-        ctx = latent[:, self.n * self.dim :]
-        return th.cat([self.node(nodes).reshape(b, -1), self.wait(ctx)], dim=-1)
+        part = latent[:, : self.n * self.width].reshape(b, self.n, self.width)
+        nodes = part[..., : self.dim]
+        ctx = latent[:, self.n * self.width :]
+        logits = self.node(nodes)  # (B, N, L)
+        if self.n_alloc:
+            a = part[..., self.dim :].reshape(b, self.n, self.levels, self.n_alloc)
+            emb = th.relu(nodes).unsqueeze(2).expand(b, self.n, self.levels, self.dim)
+            hot = self.get_buffer("onehot").expand(b, self.n, self.levels, self.levels)
+            logits = logits + self.level(th.cat([emb, a, hot], dim=-1)).squeeze(-1)
+        return th.cat([logits.reshape(b, -1), self.wait(ctx)], dim=-1)
 
 
 class ContextValue(nn.Module):
     """State value from the pooled context part of the extractor output."""
 
-    def __init__(self, n: int, dim: int) -> None:
+    def __init__(self, n: int, dim: int, width: int | None = None) -> None:
         super().__init__()
-        self.start = n * dim
+        self.start = n * (width or dim)
         self.net = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Linear(dim, 1))
 
     def forward(self, latent: th.Tensor) -> th.Tensor:
@@ -161,8 +229,10 @@ class GraphPolicy(MaskableActorCriticPolicy):
         levels, rest = divmod(n_actions - 1, fe.n)
         if rest:
             raise ValueError(f"action space {n_actions} is not N*levels+1 for N={fe.n}")
-        self.action_net = PointerHead(fe.n, fe.dim, levels)
-        self.value_net = ContextValue(fe.n, fe.dim)  # type: ignore[assignment]
+        if fe.n_alloc and levels != fe.levels:
+            raise ValueError(f"alloc_head: the env has {levels} levels, the extractor {fe.levels}")
+        self.action_net = PointerHead(fe.n, fe.dim, levels, fe.n_alloc)
+        self.value_net = ContextValue(fe.n, fe.dim, fe.width)  # type: ignore[assignment]
         # the heads changed: the optimizer must own their parameters
         self.optimizer = self.optimizer_class(
             self.parameters(),

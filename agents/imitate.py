@@ -126,7 +126,7 @@ class ImitateConfig:
     regret_cap: float = 30.0  # s: a planner-labelled action's regret counts at most this
     ce_weight: float = 0.1  # "regret" loss: + this x cross-entropy on planner states
     # --distill only (a fresh student fitted on a run's labelled states):
-    net: dict[str, int] | None = None  # the student's extractor (dim/heads/layers); None: base's
+    net: dict[str, Any] | None = None  # the student's extractor (dim/heads/layers); None: base's
     holdout: float = 0.1  # share of the labelled episodes kept out of the fit (validation)
     weight_decay: float = 0.0  # Adam's L2 penalty on the student's weights
     # the planner's base policies; "policy" adds the current student (exported to ONNX each
@@ -160,8 +160,8 @@ class ImitateConfig:
             raise ConfigError("need regret_cap > 0 and ce_weight >= 0")
         if not 0 < self.holdout < 1 or self.weight_decay < 0:
             raise ConfigError("need 0 < holdout < 1 and weight_decay >= 0")
-        if self.net is not None and set(self.net) - {"dim", "heads", "layers"}:
-            raise ConfigError(f"net: only dim, heads, layers, got {sorted(self.net)}")
+        if self.net is not None and set(self.net) - {"dim", "heads", "layers", "alloc_head"}:
+            raise ConfigError(f"net: only dim, heads, layers, alloc_head, got {sorted(self.net)}")
 
 
 def imitate_config_from_dict(obj: Any, where: str = "config") -> ImitateConfig:

@@ -78,6 +78,7 @@ class NetConfig:
     dim: int = 64
     heads: int = 4
     layers: int = 2
+    alloc_head: bool = False  # the allocation arithmetic as explicit inputs of the head
 
 
 @dataclass(frozen=True)

@@ -168,3 +168,26 @@ def test_repadded_export_acts_as_trained(tiny_run: TrainResult, tmp_path: Path) 
     assert checked > 200
     with pytest.raises(PolicyError, match="trained padded to 10"):
         export_run(tiny_run.run_dir, tmp_path / "narrow.onnx", max_components=8)
+
+
+def test_alloc_head_policy_exports_with_parity(tmp_path: Path, make_tiny_config) -> None:
+    """A policy with the allocation-arithmetic head (``net.alloc_head``) trains, exports and
+    acts under onnxruntime exactly as SB3's predict does."""
+    from sb3_contrib import MaskablePPO
+
+    from agents.export import export_run
+    from agents.masks import safe_mask
+    from agents.train import train
+    from persona.restorer import OnnxRestorePolicy
+
+    cfg = make_tiny_config(net={"dim": 16, "heads": 2, "layers": 1, "alloc_head": True})
+    run = train(cfg, out=tmp_path, progress=False)
+    onnx, _ = export_run(run.run_dir, tmp_path / "alloc.onnx")
+    model = MaskablePPO.load(run.run_dir / "final_model.zip", device="cpu")
+    assert model.policy.features_extractor.n_alloc > 0
+    obs, masks = _observations(10, 1000)
+    sb3, _ = model.predict(
+        obs, deterministic=True, action_masks=safe_mask(obs, masks, (0.8, 1.2, 1.8))
+    )
+    actions, _ = OnnxRestorePolicy(onnx).run(obs, masks)
+    assert float(np.mean(actions == sb3)) == 1.0

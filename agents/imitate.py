@@ -601,12 +601,17 @@ HEADER = "round,states,wall_s,train_ttr,ttr_small,ttr_anchor,ce,value,agreement,
 
 
 def _config_diff(cfg: ImitateConfig, old: dict[str, Any], free: tuple[str, ...]) -> list[str]:
-    """The settings of ``cfg`` that differ from a parent run's ``old`` config, outside
-    ``free`` (a key the parent's config predates counts as its default)."""
-    default = asdict(ImitateConfig())
-    return sorted(
-        k for k, v in asdict(cfg).items() if k not in free and old.get(k, default[k]) != v
-    )
+    """The settings of ``cfg`` that differ from a parent run's config ``old`` (as
+    :func:`_parent_config` reads it), outside ``free``."""
+    return sorted(k for k, v in asdict(cfg).items() if k not in free and old.get(k) != v)
+
+
+def _data_run(run: Path, prov: dict[str, Any]) -> Path:
+    """Where an imitation run's labelled states and rounds are: its own folder, or for a
+    distilled run (:func:`distill`: a fresh student, no rounds of its own) its source run's."""
+    if (run / "eval.csv").exists() or "distilled_from" not in prov:
+        return run
+    return Path(prov["distilled_from"])
 
 
 def _parent_config(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -654,7 +659,10 @@ def imitate(
         if Path(old_prov.get("init", init)).resolve() != Path(init).resolve():
             raise ConfigError(f"{parent} was made from init {old_prov.get('init')}, not {init}")
         model = MaskablePPO.load(parent / "final_model.zip", device="cpu")
-        done_rounds = [r.split(",") for r in (parent / "eval.csv").read_text().splitlines()[2:]]
+        data_run = _data_run(parent, old_prov)
+        done_rounds = [
+            r.split(",") for r in (data_run / "eval.csv").read_text().splitlines()[2:]
+        ]
     policy = model.policy
     if not isinstance(policy, GraphPolicy):
         raise ConfigError(f"init {init}: not a GraphPolicy model")
@@ -667,7 +675,8 @@ def imitate(
     n_max = base_cfg.max_components
     if resume is None:
         run_dir = new_run_dir(out, f"{cfg.name}__{cfg.seed}")
-        base_yaml = yaml.safe_load((base_run / "config.yaml").read_text())
+        # a fork keeps its parent's training config (a distilled parent's has its own net)
+        base_yaml = yaml.safe_load(((parent or base_run) / "config.yaml").read_text())
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(base_yaml, sort_keys=False))
         prov = {**_provenance(), "init": str(Path(init).resolve())}
         if fork is not None:
@@ -687,9 +696,9 @@ def imitate(
     evals = [HEADER]
     t0 = time.perf_counter()
     if parent is not None:
-        arr = dict(np.load(parent / "data.npz"))
+        arr = dict(np.load(data_run / "data.npz"))
         data = Dataset.from_arrays(arr, old["temperature"], cfg.regret_cap)
-        lines = (parent / "eval.csv").read_text().splitlines()
+        lines = (data_run / "eval.csv").read_text().splitlines()
         width = HEADER.count(",") + 1
         evals += [r + ",nan" * (width - r.count(",") - 1) for r in lines[1:]]
         if resume is not None:  # replay the fits' shuffles: the same stream as one run
@@ -916,9 +925,7 @@ def diagnose(
         planner=Planner(samples=cfg.samples),
         temperature=cfg.temperature,
     )
-    data_run = run  # a distilled run (no data.npz): the states of the run it was fitted on
-    if not (run / "data.npz").exists():
-        data_run = Path(_parent_config(run)[1]["distilled_from"])
+    data_run = _data_run(run, _parent_config(run)[1])  # a distilled run: its source's states
     train_arr = Dataset.from_arrays(
         dict(np.load(data_run / "data.npz")), cfg.temperature, cfg.regret_cap
     ).arrays()

@@ -348,7 +348,10 @@ def test_expert_iteration_in_workers_equals_one_process(
     _assert_same_run(one.run_dir, two.run_dir)
     # the teacher differs from the default planner's (it rolls out the student)
     plain = imitate(
-        replace(cfg, planner_bases=["critical-path"]), tiny_run.run_dir, tmp_path / "p", lambda m: None
+        replace(cfg, planner_bases=["critical-path"]),
+        tiny_run.run_dir,
+        tmp_path / "p",
+        lambda m: None,
     )
     a, b = np.load(one.run_dir / "data.npz"), np.load(plain.run_dir / "data.npz")
     assert a["regret"].shape != b["regret"].shape or not np.array_equal(a["regret"], b["regret"])
@@ -369,3 +372,38 @@ def test_planner_policy_base_needs_a_policy() -> None:
         Planner(bases=("informed", "policy"))
     with pytest.raises(PolicyError, match="policy"):
         Planner(bases=("informed",), policy=object())
+
+
+def test_fork_of_a_distilled_run_continues_its_source_rounds(
+    tiny_run: TrainResult, tmp_path: Path
+) -> None:
+    """A distilled student (here with the allocation head) goes on with DAgger rounds: the
+    fork starts from its model and its source run's states and rounds, keeps its net."""
+    from agents.imitate import distill
+
+    cfg = _tiny(iterations=1, episodes=3, eval_episodes=0)
+    src = imitate(cfg, tiny_run.run_dir, tmp_path / "s", lambda m: None)
+    net = {"dim": 16, "heads": 2, "layers": 1, "alloc_head": True}
+    dcfg = replace(cfg, name="tiny-alloc", net=net, epochs=2, holdout=0.5)
+    student = distill(dcfg, src.run_dir, tmp_path / "d", lambda m: None)
+    fork = imitate(
+        replace(dcfg, iterations=2, planner_bases=["informed", "policy"]),
+        tiny_run.run_dir,
+        tmp_path / "f",
+        lambda m: None,
+        fork=student.run_dir,
+    )
+    assert fork.states > src.states
+    rows = (fork.run_dir / "eval.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
+    pol = MaskablePPO.load(fork.run_dir / "final_model.zip", device="cpu").policy
+    assert pol.features_extractor.n_alloc > 0
+    assert yaml.safe_load((fork.run_dir / "config.yaml").read_text())["net"]["alloc_head"]
+    with pytest.raises(ConfigError, match="net"):
+        imitate(
+            replace(dcfg, net=None, iterations=2),
+            tiny_run.run_dir,
+            tmp_path,
+            print,
+            fork=student.run_dir,
+        )

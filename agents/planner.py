@@ -19,6 +19,10 @@ At each decision point (:meth:`Planner.act`), with the current :func:`~agents.ba
    action with :func:`envs.sim.core.transition`, then follow each base policy to the end;
 3. pick the action with the lowest mean TTR under its best base policy (ties: lowest index).
 
+With ``learned`` (:class:`agents.model_learning.LearnedModel`) the futures come from the
+persona and host with a hidden structure *learned from episodes* instead of the true one: the
+planner then knows nothing a restorer could not (a search-based restorer).
+
 With the base ``policy`` (a learned observation policy, e.g. an ONNX one) the planner is one
 step of policy improvement over that policy too: expert iteration (:mod:`agents.imitate`
 ``planner_bases``) makes the student's own rollouts part of its teacher.
@@ -34,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.stats import norm
@@ -44,6 +48,9 @@ from envs import layout
 from envs.sim import core
 from envs.sim.params import EpisodeParams, Scenario, SimConfig, compile_episode
 from persona.errors import PolicyError
+
+if TYPE_CHECKING:
+    from agents.model_learning import LearnedModel
 
 Base = Callable[[EpisodeParams, core.SimState], int]
 BASES = ("informed", "critical-path")  # the default bases
@@ -178,6 +185,7 @@ class Planner:
         bases: Sequence[str] = BASES,
         demand_quantile: float = 0.9,
         policy: Any = None,
+        learned: LearnedModel | None = None,
     ) -> None:
         unknown = [b for b in bases if b not in KNOWN_BASES]
         if unknown or not bases:
@@ -192,6 +200,8 @@ class Planner:
         self.base_names = tuple(bases)
         self.demand_quantile = demand_quantile
         self.policy = policy  # the "policy" base: stateless between calls (e.g. ONNX)
+        # plan with a learned hidden structure instead of the scenario's true one
+        self.learned = learned
         # experiments.hindsight only: give the futures some of the true episode's draws
         self.reveal: Callable[[EpisodeParams], EpisodeParams] | None = None
 
@@ -203,6 +213,12 @@ class Planner:
             )
         self.ctx = ctx
         self.model: TrueModel = ctx.model
+        # the futures' scenario: the true one, or the persona + host with the learned structure
+        self.scenario = (
+            ctx.model.scenario
+            if self.learned is None
+            else self.learned.scenario(ctx.model.scenario)
+        )
         self.seed = seed
         self.decision = 0
         self.started: dict[int, core.SimState] = {}
@@ -227,9 +243,7 @@ class Planner:
         n_max = self.ctx.n_max
         total = np.zeros((len(self.base_names), actions.size))
         for _ in range(self.samples):
-            p, sk = resample(
-                self.model.scenario, self.ctx.config, s, self.started, rng, self.reveal
-            )
+            p, sk = resample(self.scenario, self.ctx.config, s, self.started, rng, self.reveal)
             if self.bases is None:
                 self.bases = self._make_bases(p)
             for a, action in enumerate(actions.tolist()):

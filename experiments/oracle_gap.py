@@ -9,7 +9,10 @@ episodes (common random numbers: episode ``k`` is seed ``seed + k`` for every po
     python -m experiments.oracle_gap [--episodes 200] [--seed 1000] [--samples 16] [--out runs]
         [--learned a.onnx,b.onnx] [--planner-policy a.onnx] [--reveal demand,faults,draws]
 
-``--planner-policy``: add the planner that also rolls out a learned policy (a third base: the
+``--learned-model``: add the planner that plans with a hidden structure learned from
+episodes (:mod:`agents.model_learning`) instead of the true one, and for each
+``--planner-policy`` the same with that policy rolled out too: a search-based restorer, which
+knows nothing a restorer could not. ``--planner-policy``: add the planner that also rolls out a learned policy (a third base: the
 teacher of expert iteration, :mod:`agents.imitate` ``planner_bases``). ``--reveal``: add the
 planner given part of the episode's true draws (``noise``, ``demand``, ``faults`` - which
 attempts fail and leave latent faults - or all ``draws``): how much each kind of hindsight is
@@ -170,6 +173,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="learned .onnx file(s), comma-separated: add the planner that also rolls out each",
     )
     ap.add_argument(
+        "--learned-model",
+        default="",
+        help="a learned hidden structure (python -m agents.model_learning): add the planner "
+        "planning with it, and with it each --planner-policy (a search-based restorer)",
+    )
+    ap.add_argument(
         "--reveal",
         default="",
         help=f"add the planner given some of the episode's draws: {', '.join(REVEALS)}",
@@ -223,6 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "planner": {"samples": planner.samples, "bases": list(planner.base_names)},
         "oracle_exact": exact,
         "planner_policy": args.planner_policy,
+        "learned_model": args.learned_model,
         "reveal": reveals,
         "knows": knows,
     }

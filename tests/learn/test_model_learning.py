@@ -1,0 +1,96 @@
+"""Learning the hidden structure from episodes (agents/model_learning.py), and planning with it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.model_learning import Attempt, LearnedModel, fit_demand, fit_soft, learn, main
+from envs.scenarios import ROLE_DEMAND, SOFT_RULES
+from persona.errors import ConfigError
+
+
+def _synthetic(rng: np.random.Generator, n: int, scale: float) -> list[Attempt]:
+    """Attempts of role "a" drawn from a known noisy-OR: p[a, b] = 0.6, p[a, c] = 0.3."""
+    truth = {"b": 0.6, "c": 0.3, "d": 0.0}
+    out = []
+    for _ in range(n):
+        missing = tuple(r for r in truth for _ in range(int(rng.integers(0, 3))))
+        ok = np.prod([1.0 - truth[r] for r in missing])
+        out.append(Attempt("a", missing, bool(rng.random() < scale * (1.0 - ok))))
+    return out
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.65])
+def test_fit_soft_recovers_a_known_noisy_or(scale: float) -> None:
+    fit = fit_soft(_synthetic(np.random.default_rng(0), 20000, scale), scale)
+    assert fit[("a", "b")] == pytest.approx(0.6, abs=0.03)
+    assert fit[("a", "c")] == pytest.approx(0.3, abs=0.03)
+    assert ("a", "d") not in fit  # fitted ~0: dropped
+
+
+def test_fit_demand() -> None:
+    rng = np.random.default_rng(1)
+    xs = [("db", float(x)) for x in rng.normal(0.35, 0.08, 5000)]
+    mu, sd = fit_demand(xs)["db"]
+    assert mu == pytest.approx(0.35, abs=0.01) and sd == pytest.approx(0.08, abs=0.01)
+
+
+def test_learned_from_episodes_is_close_to_the_truth(tmp_path: Path) -> None:
+    """From simulated episodes alone (random restores), the role rules and demand factors
+    come out near the generator's hidden ones; the file round-trips."""
+    model = learn("generator://web-tier-v0?components=5-12", 1500, seed=3)
+    for (a, b), p in SOFT_RULES.items():
+        if (a, b) in model.soft:
+            assert model.soft[(a, b)] == pytest.approx(p, abs=0.12), (a, b)
+    assert len(model.soft) >= 3
+    for role, (mu, sd) in model.demand.items():
+        assert mu == pytest.approx(ROLE_DEMAND[role][0], abs=0.02), role
+        assert sd == pytest.approx(ROLE_DEMAND[role][1], abs=0.02), role
+    out = tmp_path / "m.json"
+    main(
+        [
+            "--scenarios",
+            "generator://web-tier-v0?components=5-6",
+            "--episodes",
+            "20",
+            "--out",
+            str(out),
+        ]
+    )
+    again = LearnedModel.load(out)
+    assert again.to_json() == json.loads(out.read_text())
+    with pytest.raises(ConfigError, match="persona-learned-model"):
+        LearnedModel.from_json({"soft": []})
+    with pytest.raises(ConfigError, match="does not exist"):
+        LearnedModel.load(tmp_path / "none.json")
+
+
+def test_planner_with_a_learned_model_never_reads_the_hidden_truth() -> None:
+    """The learned model replaces every hidden field of the scenario; a planner using it
+    gives the same action values whatever the scenario's own hidden structure says."""
+    from dataclasses import replace
+
+    from agents.baselines import PolicyContext
+    from agents.evaluate import true_model
+    from agents.planner import Planner
+    from envs.restore_env import RestoreEnv
+
+    model = LearnedModel({("app", "db"): 0.5, ("app", "cache"): 0.7}, {"app": (0.05, 0.08)})
+    env = RestoreEnv(scenario="generator://web-tier-v0?components=6")
+    env.reset(seed=4)
+    tm = true_model(env)
+    values = []
+    for sc in (
+        tm.scenario,
+        replace(tm.scenario, soft_dependencies=(), demand_mu={}, demand_sigma={}),
+    ):
+        pl = Planner(samples=2, learned=model)
+        pl.begin_episode(PolicyContext(env.config, env.n_max, replace(tm, scenario=sc)), 4)
+        values.append(pl.values(env.state, np.flatnonzero(env.action_masks())))
+        learned_sc = pl.scenario
+        assert {d.p_fail for d in learned_sc.soft_dependencies} <= {0.5, 0.7}
+    np.testing.assert_array_equal(values[0], values[1])

@@ -41,14 +41,13 @@ import numpy as np
 from scipy.optimize import minimize
 
 from agents.baselines import PolicyContext, make_policy
-from agents.train import TRAIN_SEED_BASE
 from envs.restore_env import RestoreEnv
 from envs.sim import core
 from envs.sim.params import Scenario, SimConfig, SoftDependency
 from persona.errors import ConfigError
 from persona.model import atomic_write_text
 
-SEED_BASE = TRAIN_SEED_BASE + 700_000_000
+SEED_OFFSET = 700_000_000  # + agents.train.TRAIN_SEED_BASE (torch-free import here)
 P_MIN = 0.02  # a fitted p below this is dropped (no dependency): noise, not structure
 FORMAT = "persona-learned-model/v1"
 
@@ -192,13 +191,15 @@ def collect(
     :class:`Attempt`, every process a demand sample."""
     if episodes < 1:
         raise ConfigError(f"episodes must be >= 1, got {episodes}")
+    from agents.train import TRAIN_SEED_BASE  # (torch: only when collecting)
+
     env = RestoreEnv(scenario=scenarios)
     pol = make_policy(policy)
     attempts: list[Attempt] = []
     demand: list[tuple[str, float]] = []
     L, R = env.config.n_levels, env.config.max_attempts
     for k in range(episodes):
-        s_ = SEED_BASE + 1_000_000 * seed + k
+        s_ = TRAIN_SEED_BASE + SEED_OFFSET + 1_000_000 * seed + k
         obs, _ = env.reset(seed=s_)
         p = env.params
         assert p is not None

@@ -126,8 +126,35 @@ def _oracle_episode(env: RestoreEnv, seed: int) -> EpisodeResult:
     )
 
 
+SEARCH = "search:"
+
+
 def load_policy(policy: str) -> Policy:
-    """A baseline by name, or a learned policy exported by ``persona export`` (``*.onnx``)."""
+    """A baseline by name, a learned policy exported by ``persona export`` (``*.onnx``), or
+    ``search:POLICY.onnx@MODEL.json[@SAMPLES]``: the search-based restorer - at every decision
+    the planner rolls out the learned policy (and its two heuristic bases) over ``SAMPLES``
+    (16) futures drawn from a hidden structure learned from episodes
+    (:mod:`agents.model_learning`), never the scenario's true one."""
+    if policy.startswith(SEARCH):
+        from agents.model_learning import LearnedModel
+        from agents.planner import BASES, Planner
+
+        parts = policy[len(SEARCH) :].split("@")
+        if len(parts) not in (2, 3) or not parts[0].endswith(".onnx"):
+            raise PolicyError(
+                f"{policy!r}: expected search:POLICY.onnx@MODEL.json[@SAMPLES] "
+                "(MODEL.json from python -m agents.model_learning)"
+            )
+        try:
+            samples = int(parts[2]) if len(parts) == 3 else 16
+        except ValueError:
+            raise PolicyError(f"{policy!r}: SAMPLES must be an integer") from None
+        base = load_policy(parts[0])
+        planner = Planner(
+            samples, (*BASES, "policy"), policy=base, learned=LearnedModel.load(parts[1])
+        )
+        planner.name = policy
+        return planner
     if policy.endswith(".onnx"):
         from persona.restorer.policy import OnnxRestorePolicy
 

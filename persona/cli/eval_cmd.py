@@ -11,7 +11,9 @@ import click
     "policies",
     multiple=True,
     required=True,
-    help="Policy name (capture-order, random, critical-path, seed-adaptive, oracle). "
+    help="Policy name (capture-order, random, critical-path, seed-adaptive, planner, oracle), "
+    "a learned FILE.onnx, or search:FILE.onnx@MODEL.json[@SAMPLES] (the search-based "
+    "restorer: rollouts of FILE.onnx in a hidden structure learned by agents.model_learning). "
     "Repeat or comma-separate to compare several in one table.",
 )
 @click.option(

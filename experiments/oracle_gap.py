@@ -10,9 +10,10 @@ episodes (common random numbers: episode ``k`` is seed ``seed + k`` for every po
         [--learned a.onnx,b.onnx] [--planner-policy a.onnx] [--reveal demand,faults,draws]
 
 ``--learned-model``: add the planner that plans with a hidden structure learned from
-episodes (:mod:`agents.model_learning`) instead of the true one, and for each
-``--planner-policy`` the same with that policy rolled out too: a search-based restorer, which
-knows nothing a restorer could not. ``--planner-policy``: add the planner that also rolls out a learned policy (a third base: the
+episodes (:mod:`agents.model_learning`) instead of the true one. ``--learned`` also takes the
+search-based restorer, ``search:POLICY.onnx@MODEL.json`` (:func:`agents.evaluate.load_policy`:
+that planner rolling out the learned policy too - it knows nothing a restorer could not).
+``--planner-policy``: add the planner that also rolls out a learned policy (a third base: the
 teacher of expert iteration, :mod:`agents.imitate` ``planner_bases``). ``--reveal``: add the
 planner given part of the episode's true draws (``noise``, ``demand``, ``faults`` - which
 attempts fail and leave latent faults - or all ``draws``): how much each kind of hindsight is
@@ -36,6 +37,7 @@ import numpy as np
 from agents.baselines import PolicyContext, oracle_search
 from agents.evaluate import EpisodeResult, EvalResult, load_policy, run_episode
 from agents.experiment import label
+from agents.model_learning import LearnedModel
 from agents.planner import BASES, Planner
 from agents.report import new_run_dir, write_results
 from envs.restore_env import DEFAULT_MAX_COMPONENTS, RestoreEnv
@@ -140,6 +142,9 @@ def summary_markdown(meta: dict[str, Any], rows: dict[str, Any]) -> str:
         "critical-path": "observation",
         "seed-adaptive": "observation + past episodes",
     }
+    for p in rows:
+        if p.startswith("search("):
+            knows[p] = "observation + a hidden structure learned from episodes (search)"
     knows.update(meta.get("knows", {}))
     for p, s in rows.items():
         lo, hi = s["ttr_ci95"]
@@ -176,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--learned-model",
         default="",
         help="a learned hidden structure (python -m agents.model_learning): add the planner "
-        "planning with it, and with it each --planner-policy (a search-based restorer)",
+        "planning with it instead of the true one",
     )
     ap.add_argument(
         "--reveal",
@@ -202,6 +207,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     learned = [p for p in args.learned.split(",") if p]
     knows: dict[str, str] = {}
     extra: list[tuple[str, Any]] = []
+    if args.learned_model:
+        lm = LearnedModel.load(args.learned_model)
+        extra.append(("planner@learned", Planner(args.samples, learned=lm)))
+        knows["planner@learned"] = "a hidden structure learned from episodes, not the draws"
     for path in (p for p in args.planner_policy.split(",") if p):
         name = f"planner+{label(path)}"
         extra.append((name, Planner(args.samples, (*BASES, "policy"), policy=load_policy(path))))

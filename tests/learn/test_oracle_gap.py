@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from experiments import oracle_gap
+from persona.errors import PolicyError
 
 
 def test_tiny_oracle_gap_run(tmp_path: Path, capsys):
@@ -55,9 +58,28 @@ def test_planner_rows_with_a_rolled_out_policy_and_with_hindsight(tmp_path: Path
     assert out["reveal"] == ["faults", "draws"]
     md = (Path(out["run"]) / "summary.md").read_text()
     assert "also rolls out sim-default" in md and "the episode's faults (hindsight)" in md
-    import pytest
-
-    from persona.errors import PolicyError
-
     with pytest.raises(PolicyError, match="--reveal"):
         oracle_gap.main([*args, "--reveal", "luck", "--out", str(tmp_path)])
+
+
+def test_search_restorer_and_learned_model_rows(tmp_path: Path) -> None:
+    from agents.model_learning import main as learn_main
+
+    model = tmp_path / "m.json"
+    learn_main(
+        [
+            "--episodes",
+            "30",
+            "--scenarios",
+            "generator://mixed-v0?components=5-7",
+            "--out",
+            str(model),
+        ]
+    )
+    search = f"search:policies/sim-default.onnx@{model}@2"
+    args = ["--episodes", "2", "--seed", "7", "--samples", "2", "--learned", search]
+    out = oracle_gap.main([*args, "--learned-model", str(model), "--out", str(tmp_path)])
+    pols = out["policies"]
+    assert list(pols)[:4] == ["oracle", "planner", "planner@learned", "search(sim-default)"]
+    md = (Path(out["run"]) / "summary.md").read_text()
+    assert "learned from episodes (search)" in md

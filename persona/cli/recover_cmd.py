@@ -19,13 +19,18 @@ def _check_policy(policy: str) -> str:
     from persona.provision.plan import is_onnx
     from persona.recovery.workflow import CAPTURED_ORDER, COLD
     if is_onnx(policy):
-        if not Path(policy).exists():
+        if policy.startswith("search:"):
+            from agents.evaluate import load_policy
+
+            load_policy(policy)  # a clear error for a bad spec or a missing file
+        elif not Path(policy).exists():
             raise PolicyError(f"policy file {policy} does not exist; export one with persona export")
         return policy
     from agents.baselines import POLICIES
     if policy not in (*POLICIES, CAPTURED_ORDER, COLD):
         raise PolicyError(f"unknown policy {policy!r}; use a baseline "
-                          f"({', '.join([*POLICIES, CAPTURED_ORDER, COLD])}) or FILE.onnx")
+                          f"({', '.join([*POLICIES, CAPTURED_ORDER, COLD])}), FILE.onnx or "
+                          "search:FILE.onnx@MODEL.json")
     return policy
 
 

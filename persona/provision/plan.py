@@ -126,22 +126,25 @@ def _build(
 
 
 def is_onnx(policy: str) -> bool:
-    return policy.endswith(".onnx")
+    """A learned policy: an ``.onnx`` file, or the search-based restorer over one
+    (``search:POLICY.onnx@MODEL.json[@SAMPLES]``)."""
+    return policy.endswith(".onnx") or policy.startswith("search:")
 
 
 def plan_from_policy(manifest: PersonaManifest, policy: str, seed: int = 0) -> Plan:
     """The plan of a baseline (by name) or of an exported ONNX policy (a ``.onnx`` path)."""
     if is_onnx(policy):
-        if not Path(policy).exists():
+        if policy.endswith(".onnx") and not Path(policy).exists():
             raise PolicyError(
                 f"policy file {policy} does not exist; export one with persona export"
             )
+        from agents.experiment import label
         from persona.restorer import plan_restore
 
         rp = plan_restore(manifest, policy, seed=seed)
         return _build(
             manifest,
-            Path(policy).stem,
+            label(policy),
             [(s.component, s.level) for s in rp.steps],
             rp.predicted_ttr,
         )

@@ -89,23 +89,47 @@ def _scenario(persona: str | Path | PersonaManifest | Scenario, host: HostSpec |
     return sc
 
 
+SEARCH = "search:"
+
+
 def plan_restore(
     persona: str | Path | PersonaManifest | Scenario,
     policy: OnnxRestorePolicy | str | Path,
     host: HostSpec | None = None,
     seed: int = 0,
 ) -> RestorePlan:
-    """The ordered restore plan the policy follows for ``persona`` on ``host``."""
-    pol = policy if isinstance(policy, OnnxRestorePolicy) else OnnxRestorePolicy(policy)
+    """The ordered restore plan the policy follows for ``persona`` on ``host``.
+
+    ``policy`` may also be ``search:POLICY.onnx@MODEL.json[@SAMPLES]``, the search-based
+    restorer (:func:`agents.evaluate.load_policy`): at each decision it rolls the learned
+    policy out over futures drawn from a hidden structure learned from episodes (it sees the
+    simulated restore's public state only). It needs the research package (``agents``),
+    which is imported only then; the plain ONNX path stays onnxruntime + numpy."""
+    search = isinstance(policy, str) and policy.startswith(SEARCH)
+    pol: Any
+    if search:
+        from agents.evaluate import load_policy
+
+        pol = load_policy(str(policy))
+        onnx = pol.policy  # the rolled-out learned policy
+        max_components, name = onnx.max_components, str(policy)
+    else:
+        pol = policy if isinstance(policy, OnnxRestorePolicy) else OnnxRestorePolicy(policy)
+        max_components, name = pol.max_components, pol.name
     sc = _scenario(persona, host)
-    if sc.n > pol.max_components:
+    if sc.n > max_components:
         raise PolicyError(
             f"persona {sc.name} has {sc.n} components; the policy handles at most "
-            f"{pol.max_components}"
+            f"{max_components}"
         )
-    env = RestoreEnv(scenario=sc, max_components=pol.max_components)
+    env = RestoreEnv(scenario=sc, max_components=max_components)
     obs, _ = env.reset(seed=seed)
     assert env.params is not None and env.state is not None
+    if search:
+        from agents.baselines import PolicyContext
+        from agents.evaluate import true_model
+
+        pol.begin_episode(PolicyContext(env.config, env.n_max, true_model(env)), seed)
     comps = sc.manifest.components
     L = env.config.n_levels
     wait = env.n_max * L
@@ -139,7 +163,7 @@ def plan_restore(
     return RestorePlan(
         persona=sc.name,
         host=sc.host,
-        policy=pol.name,
+        policy=name,
         steps=tuple(steps),
         predicted_ttr=float(info["ttr"]),
         validated=bool(info["validated"]),

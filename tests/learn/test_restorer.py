@@ -67,3 +67,32 @@ def test_plan_from_manifest_object_and_errors(tiny_onnx: Path) -> None:
     assert len({s.t for s in plan.steps}) == len(plan.steps)  # one slot: one start at a time
     with pytest.raises(PolicyError, match="family"):
         plan_restore("generator://mixed-v0", tiny_onnx)
+
+
+def test_search_restorer_plans_and_stays_torch_free(tiny_onnx: Path, tmp_path: Path) -> None:
+    """``search:POLICY.onnx@MODEL.json`` plans with the learned policy + a learned model,
+    through the restorer and the provisioner's plan_from_policy, without torch or SB3."""
+    from agents.model_learning import LearnedModel
+
+    model = tmp_path / "m.json"
+    lm = LearnedModel({("app", "db"): 0.6, ("worker", "queue"): 0.7}, {"db": (0.35, 0.08)})
+    model.write_text(json.dumps(lm.to_json()))
+    spec = f"search:{tiny_onnx}@{model}@2"
+    code = (
+        "import sys\n"
+        "import persona.restorer as r\n"
+        "from persona.provision.plan import plan_from_policy\n"
+        "from envs.scenarios import resolve\n"
+        f"plan = r.plan_restore('scenario://lab-demo', {spec!r})\n"
+        "m = resolve('scenario://lab-demo').sample(None).manifest\n"
+        f"p = plan_from_policy(m, {spec!r})\n"
+        "heavy = sorted(x for x in sys.modules if x.split('.')[0] in "
+        "('torch', 'stable_baselines3', 'sb3_contrib'))\n"
+        "print(heavy, plan.policy == " + repr(spec) + ", p.policy, len(p.steps))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("] ")[0] == "["
+    assert " True search(tiny) 9" in r.stdout

@@ -202,7 +202,7 @@ class Planner:
         self.policy = policy  # the "policy" base: stateless between calls (e.g. ONNX)
         # plan with a learned hidden structure instead of the scenario's true one
         self.learned = learned
-        # experiments.hindsight only: give the futures some of the true episode's draws
+        # experiments.oracle_gap --reveal only: the futures get some of the true draws
         self.reveal: Callable[[EpisodeParams], EpisodeParams] | None = None
 
     def begin_episode(self, ctx: PolicyContext, seed: int) -> None:

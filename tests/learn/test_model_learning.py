@@ -117,3 +117,12 @@ def test_search_restorer_by_spec(tmp_path: Path) -> None:
             load_policy(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_policy(f"search:policies/sim-default.onnx@{tmp_path / 'none.json'}")
+
+
+def test_shipped_learned_model_is_reproduced_by_its_command(tmp_path: Path) -> None:
+    """policies/learned-model.json is what its documented command writes, byte for byte:
+    python -m agents.model_learning --episodes 10000 --seed 0 --out policies/learned-model.json"""
+    out = tmp_path / "learned-model.json"
+    main(["--episodes", "10000", "--seed", "0", "--out", str(out)])
+    shipped = Path(__file__).parents[2] / "policies" / "learned-model.json"
+    assert out.read_bytes() == shipped.read_bytes()

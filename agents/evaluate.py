@@ -127,34 +127,63 @@ def _oracle_episode(env: RestoreEnv, seed: int) -> EpisodeResult:
 
 
 SEARCH = "search:"
+SEARCH_MAX_COMPONENTS = 7  # larger personas: the learned policy alone
+
+
+class SearchRestorer:
+    """The search-based restorer: a :class:`~agents.planner.Planner` that plans in a learned
+    hidden structure and rolls out the learned policy too, on personas of at most
+    ``max_components`` components; larger ones are restored by the learned policy alone
+    (the search's cost grows steeply with the persona, and its 16 futures rarely hold the
+    tail of the demand draws a large host can fail on: docs/learning.md)."""
+
+    needs_model = True
+
+    def __init__(self, name: str, planner: Any, network: Policy, max_components: int) -> None:
+        self.name, self.planner, self.network = name, planner, network
+        self.max_components = max_components
+        self.current: Any = network
+
+    def begin_episode(self, ctx: PolicyContext, seed: int) -> None:
+        assert ctx.model is not None, "the search restorer needs the persona (TrueModel)"
+        small = ctx.model.scenario.n <= self.max_components
+        self.current = self.planner if small else self.network
+        self.current.begin_episode(ctx, seed)
+
+    def act(self, obs: dict[str, np.ndarray], mask: np.ndarray) -> int:
+        return int(self.current.act(obs, mask))
+
+    def end_episode(self, info: dict[str, Any]) -> None:
+        self.current.end_episode(info)
 
 
 def load_policy(policy: str) -> Policy:
     """A baseline by name, a learned policy exported by ``persona export`` (``*.onnx``), or
-    ``search:POLICY.onnx@MODEL.json[@SAMPLES]``: the search-based restorer - at every decision
-    the planner rolls out the learned policy (and its two heuristic bases) over ``SAMPLES``
-    (16) futures drawn from a hidden structure learned from episodes
-    (:mod:`agents.model_learning`), never the scenario's true one."""
+    ``search:POLICY.onnx@MODEL.json[@SAMPLES[@MAX_COMPONENTS]]``: the search-based restorer
+    (:class:`SearchRestorer`) - at every decision the planner rolls out the learned policy (and
+    its two heuristic bases) over ``SAMPLES`` (16) futures drawn from a hidden structure learned
+    from episodes (:mod:`agents.model_learning`), never the scenario's true one; personas of
+    more than ``MAX_COMPONENTS`` (7) components are restored by the learned policy alone."""
     if policy.startswith(SEARCH):
         from agents.model_learning import LearnedModel
         from agents.planner import BASES, Planner
 
         parts = policy[len(SEARCH) :].split("@")
-        if len(parts) not in (2, 3) or not parts[0].endswith(".onnx"):
+        if not 2 <= len(parts) <= 4 or not parts[0].endswith(".onnx"):
             raise PolicyError(
-                f"{policy!r}: expected search:POLICY.onnx@MODEL.json[@SAMPLES] "
+                f"{policy!r}: expected search:POLICY.onnx@MODEL.json[@SAMPLES[@MAX_COMPONENTS]] "
                 "(MODEL.json from python -m agents.model_learning)"
             )
         try:
-            samples = int(parts[2]) if len(parts) == 3 else 16
+            samples = int(parts[2]) if len(parts) > 2 else 16
+            max_n = int(parts[3]) if len(parts) > 3 else SEARCH_MAX_COMPONENTS
         except ValueError:
-            raise PolicyError(f"{policy!r}: SAMPLES must be an integer") from None
+            raise PolicyError(f"{policy!r}: SAMPLES and MAX_COMPONENTS are integers") from None
         base = load_policy(parts[0])
         planner = Planner(
             samples, (*BASES, "policy"), policy=base, learned=LearnedModel.load(parts[1])
         )
-        planner.name = policy
-        return planner
+        return SearchRestorer(policy, planner, base, max_n)
     if policy.endswith(".onnx"):
         from persona.restorer.policy import OnnxRestorePolicy
 

@@ -111,7 +111,7 @@ def plan_restore(
         from agents.evaluate import load_policy
 
         pol = load_policy(str(policy))
-        onnx = pol.policy  # the rolled-out learned policy
+        onnx = pol.network  # the learned policy (rolled out, and alone on large personas)
         max_components, name = onnx.max_components, str(policy)
     else:
         pol = policy if isinstance(policy, OnnxRestorePolicy) else OnnxRestorePolicy(policy)

@@ -99,21 +99,31 @@ def test_planner_with_a_learned_model_never_reads_the_hidden_truth() -> None:
 def test_search_restorer_by_spec(tmp_path: Path) -> None:
     """``search:POLICY.onnx@MODEL.json[@SAMPLES]`` loads the search-based restorer wherever a
     policy name goes (persona eval, experiments), with a clear error for a bad spec."""
-    from agents.evaluate import evaluate, load_policy
+    from agents.evaluate import SearchRestorer, evaluate, load_policy
     from agents.experiment import label
-    from agents.planner import Planner
     from persona.errors import PolicyError
 
     path = tmp_path / "m.json"
     path.write_text(json.dumps(LearnedModel({("app", "db"): 0.6}, {"db": (0.35, 0.08)}).to_json()))
     spec = f"search:policies/sim-default.onnx@{path}@2"
     pol = load_policy(spec)
-    assert isinstance(pol, Planner) and pol.samples == 2 and pol.learned is not None
-    assert "policy" in pol.base_names and label(spec) == "search(sim-default)"
+    assert isinstance(pol, SearchRestorer) and pol.max_components == 7
+    assert pol.planner.samples == 2 and pol.planner.learned is not None
+    assert "policy" in pol.planner.base_names and label(spec) == "search(sim-default)"
     res = evaluate(spec, "generator://web-tier-v0?components=5", 2, 7)
     assert res.policy == spec and all(e.validated for e in res.per_episode)
-    for bad in ("search:policies/sim-default.onnx", f"search:x.zip@{path}", f"{spec}@9x"):
-        with pytest.raises(PolicyError, match=r"search:POLICY\.onnx@MODEL\.json"):
+    # above MAX_COMPONENTS the learned policy acts alone: the same episodes as the network's
+    big = "generator://web-tier-v0?components=8-9"
+    alone = evaluate("policies/sim-default.onnx", big, 2, 7)
+    assert evaluate(spec, big, 2, 7).ttrs.tolist() == alone.ttrs.tolist()
+    assert evaluate(f"{spec}@9", big, 2, 7).ttrs.tolist() != alone.ttrs.tolist()
+    for bad in (
+        "search:policies/sim-default.onnx",
+        f"search:x.zip@{path}",
+        f"{spec}@9@1",
+        f"{spec}@x",
+    ):
+        with pytest.raises(PolicyError, match=r"search:POLICY\.onnx@MODEL\.json|integers"):
             load_policy(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_policy(f"search:policies/sim-default.onnx@{tmp_path / 'none.json'}")

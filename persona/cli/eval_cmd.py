@@ -12,7 +12,7 @@ import click
     multiple=True,
     required=True,
     help="Policy name (capture-order, random, critical-path, seed-adaptive, planner, oracle), "
-    "a learned FILE.onnx, or search:FILE.onnx@MODEL.json[@SAMPLES] (the search-based "
+    "a learned FILE.onnx, or search:FILE.onnx@MODEL.json[@SAMPLES[@MAX_COMPONENTS]] (the search-based "
     "restorer: rollouts of FILE.onnx in a hidden structure learned by agents.model_learning). "
     "Repeat or comma-separate to compare several in one table.",
 )

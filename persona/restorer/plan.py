@@ -100,7 +100,7 @@ def plan_restore(
 ) -> RestorePlan:
     """The ordered restore plan the policy follows for ``persona`` on ``host``.
 
-    ``policy`` may also be ``search:POLICY.onnx@MODEL.json[@SAMPLES]``, the search-based
+    ``policy`` may also be ``search:POLICY.onnx@MODEL.json[@SAMPLES[@MAX_COMPONENTS]]``, the search-based
     restorer (:func:`agents.evaluate.load_policy`): at each decision it rolls the learned
     policy out over futures drawn from a hidden structure learned from episodes (it sees the
     simulated restore's public state only). It needs the research package (``agents``),

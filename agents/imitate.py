@@ -23,8 +23,11 @@ for each of ``iterations`` rounds,
    replaces the cross-entropy on planner states by the policy's expected planner regret in
    seconds (the planner's values are stored with every state) + ``ce_weight`` x cross-entropy.
 
-``--fork RUN`` continues an imitation run with another fit in a new folder; ``--diagnose RUN``
-sets the policy's regret on fresh planner-labelled episodes next to its training states'.
+``--fork RUN`` continues an imitation run (or a ``--distill``-ed student) with another fit or
+labelling in a new folder; ``--diagnose RUN`` sets the policy's regret on fresh
+planner-labelled episodes next to its training states'. ``planner_bases`` with ``policy``
+makes the teacher roll out the current student too (expert iteration); ``workers`` labels a
+round in that many processes (the same data as one).
 
 Everything goes through SB3's policy API (``get_distribution``, ``predict_values``, the policy's
 optimizer); the result is a MaskablePPO model with the same :class:`~agents.extractor.GraphPolicy`,

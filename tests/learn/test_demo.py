@@ -20,6 +20,7 @@ def test_demo_with_the_shipped_policy(tmp_path: Path) -> None:
     for name in ("capture-order", "random", "critical-path", "seed-adaptive", "oracle"):
         assert f"| {name} |" in report
     assert "learned / oracle:" in report and "learned / seed-adaptive:" in report
+    assert "| search (sim-default) |" in report and "search / oracle:" in report
     res = json.loads((run / "default" / "results.json").read_text())
     assert res[0]["policy"] == "learned (sim-default)" and len(res) == 5
     assert (run / "small" / "ttr.png").stat().st_size > 1000

@@ -49,6 +49,11 @@ def learned_policy(run: Path, policy: Path | None, train_timesteps: int | None) 
     return out
 
 
+def _shown(text: str) -> str:
+    """``text`` with this checkout's absolute path left out (readable commands in reports)."""
+    return text.replace(f"{ROOT}/", "")
+
+
 def _ratio_lines(results: list[EvalResult], learned: str, tag: str = "learned") -> list[str]:
     by = {r.policy: r for r in results}
     lines = []
@@ -118,7 +123,8 @@ def run_demo(
             "",
             *(
                 [
-                    f"`{search}` is the search-based restorer `{search_spec}`: at every decision "
+                    f"`{search}` is the search-based restorer `{_shown(search_spec)}`: at every "
+                    "decision "
                     "it rolls the learned policy out over 16 futures of a hidden structure "
                     "learned from episodes (docs/learning.md).",
                     "",

@@ -19,8 +19,10 @@ both from experience, keyed on what a persona shows - the components' roles:
 hidden one (keeping the persona, the host and the calibrated step physics), so the planner can
 plan with it (``Planner(..., learned=model)``) without ever reading the hidden truth.
 
-    python -m agents.model_learning --scenarios "generator://mixed-v0?components=5-16" \\
-        --episodes 2000 --seed 0 --out runs/learned-model.json
+    python -m agents.model_learning --episodes 10000 --seed 0 --out policies/learned-model.json
+
+(the shipped file, reproduced byte for byte; ``--scenarios`` defaults to the mixed family
+of 5-16 components).
 
 Episodes use seeds ``TRAIN_SEED_BASE + 700_000_000 + 1_000_000 x seed + k`` (training seeds:
 never evaluation episodes), rolled out by the ``random`` baseline (every order is tried).

@@ -145,7 +145,11 @@ class SearchRestorer:
         self.current: Any = network
 
     def begin_episode(self, ctx: PolicyContext, seed: int) -> None:
-        assert ctx.model is not None, "the search restorer needs the persona (TrueModel)"
+        if ctx.model is None:
+            raise PolicyError(
+                f"{self.name}: the search-based restorer plans in the simulator of the persona; "
+                "evaluate it on the simulator backend (or plan with persona.restorer.plan_restore)"
+            )
         small = ctx.model.scenario.n <= self.max_components
         self.current = self.planner if small else self.network
         self.current.begin_episode(ctx, seed)

@@ -127,6 +127,11 @@ def test_search_restorer_by_spec(tmp_path: Path) -> None:
             load_policy(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_policy(f"search:policies/sim-default.onnx@{tmp_path / 'none.json'}")
+    from agents.baselines import PolicyContext
+    from envs.sim.params import SimConfig
+
+    with pytest.raises(PolicyError, match="simulator backend"):  # e.g. --backend live
+        pol.begin_episode(PolicyContext(SimConfig(), 24, None), 0)
 
 
 def test_shipped_learned_model_is_reproduced_by_its_command(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ not the draws) next to it, the learned policy and the heuristics, on the same he
 episodes (common random numbers: episode ``k`` is seed ``seed + k`` for every policy).
 
     python -m experiments.oracle_gap [--episodes 200] [--seed 1000] [--samples 16] [--out runs]
-        [--learned a.onnx,b.onnx] [--planner-policy a.onnx] [--reveal demand,faults,draws]
+        [--learned a.onnx,b.onnx] [--planner-policy a.onnx] [--learned-model MODEL.json]
+        [--reveal demand,faults,draws]
 
 ``--learned-model``: add the planner that plans with a hidden structure learned from
 episodes (:mod:`agents.model_learning`) instead of the true one. ``--learned`` also takes the

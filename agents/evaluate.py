@@ -27,6 +27,7 @@ from envs.restore_env import DEFAULT_MAX_COMPONENTS, RestoreEnv
 from envs.sim.core import SimState
 from persona.errors import PolicyError
 from persona.model import atomic_write_text
+from persona.restorer.plan import search_fields
 from persona.stats import mean_ci
 
 
@@ -126,7 +127,6 @@ def _oracle_episode(env: RestoreEnv, seed: int) -> EpisodeResult:
     )
 
 
-SEARCH = "search:"
 SEARCH_MAX_COMPONENTS = 7  # larger personas: the learned policy alone
 
 
@@ -168,11 +168,11 @@ def load_policy(policy: str) -> Policy:
     its two heuristic bases) over ``SAMPLES`` (16) futures drawn from a hidden structure learned
     from episodes (:mod:`agents.model_learning`), never the scenario's true one; personas of
     more than ``MAX_COMPONENTS`` (7) components are restored by the learned policy alone."""
-    if policy.startswith(SEARCH):
+    parts = search_fields(policy)
+    if parts is not None:
         from agents.model_learning import LearnedModel
         from agents.planner import BASES, Planner
 
-        parts = policy[len(SEARCH) :].split("@")
         if not 2 <= len(parts) <= 4 or not parts[0].endswith(".onnx"):
             raise PolicyError(
                 f"{policy!r}: expected search:POLICY.onnx@MODEL.json[@SAMPLES[@MAX_COMPONENTS]] "

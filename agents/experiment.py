@@ -242,8 +242,11 @@ def verdicts(stats: dict[str, dict[str, Any]], learned: str, best: str | None) -
 def label(policy: str) -> str:
     """A policy's name in tables: an ``.onnx`` file's stem; ``search(<stem>)`` for a
     search-based restorer (``search:POLICY.onnx@MODEL.json``)."""
-    if policy.startswith("search:"):
-        return f"search({Path(policy[len('search:') :].split('@')[0]).stem})"
+    from persona.restorer.plan import search_fields
+
+    parts = search_fields(policy)
+    if parts is not None:
+        return f"search({Path(parts[0]).stem})"
     return Path(policy).stem if policy.endswith(".onnx") else policy
 
 

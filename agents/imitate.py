@@ -603,6 +603,16 @@ def _init_model(init: Path) -> tuple[MaskablePPO, Path]:
 HEADER = "round,states,wall_s,train_ttr,ttr_small,ttr_anchor,ce,value,agreement,regret"
 
 
+def held_out_ttr(model: MaskablePPO, cfg: ImitateConfig, n_max: int) -> tuple[float, float]:
+    """Mean TTR on ``cfg.eval_episodes`` held-out episodes of the labelled family and of the
+    anchor family (nan, nan when ``eval_episodes`` is 0)."""
+    if cfg.eval_episodes == 0:
+        return float("nan"), float("nan")
+    a = evaluate_model(model, cfg.scenarios, cfg.eval_episodes, cfg.eval_seed, n_max)
+    b = evaluate_model(model, cfg.anchor_scenarios, cfg.eval_episodes, cfg.eval_seed, n_max)
+    return float(np.mean([r.ttr for r in a])), float(np.mean([r.ttr for r in b]))
+
+
 def _config_diff(cfg: ImitateConfig, old: dict[str, Any], free: tuple[str, ...]) -> list[str]:
     """The settings of ``cfg`` that differ from a parent run's config ``old`` (as
     :func:`_parent_config` reads it), outside ``free``."""
@@ -663,9 +673,7 @@ def imitate(
             raise ConfigError(f"{parent} was made from init {old_prov.get('init')}, not {init}")
         model = MaskablePPO.load(parent / "final_model.zip", device="cpu")
         data_run = _data_run(parent, old_prov)
-        done_rounds = [
-            r.split(",") for r in (data_run / "eval.csv").read_text().splitlines()[2:]
-        ]
+        done_rounds = [r.split(",") for r in (data_run / "eval.csv").read_text().splitlines()[2:]]
     policy = model.policy
     if not isinstance(policy, GraphPolicy):
         raise ConfigError(f"init {init}: not a GraphPolicy model")
@@ -711,11 +719,7 @@ def imitate(
         t0 -= float(done_rounds[-1][2]) if done_rounds else 0.0
 
     def evaluate() -> tuple[float, float]:
-        if cfg.eval_episodes == 0:
-            return float("nan"), float("nan")
-        a = evaluate_model(model, cfg.scenarios, cfg.eval_episodes, cfg.eval_seed, n_max)
-        b = evaluate_model(model, cfg.anchor_scenarios, cfg.eval_episodes, cfg.eval_seed, n_max)
-        return float(np.mean([r.ttr for r in a])), float(np.mean([r.ttr for r in b]))
+        return held_out_ttr(model, cfg, n_max)
 
     if parent is None:
         small, anchor = evaluate()
@@ -806,7 +810,7 @@ def distill(
     for g in policy.optimizer.param_groups:
         g["weight_decay"] = cfg.weight_decay
     arrays = Dataset.from_arrays(
-        dict(np.load(run / "data.npz")), old["temperature"], cfg.regret_cap
+        dict(np.load(_data_run(run, old_prov) / "data.npz")), old["temperature"], cfg.regret_cap
     ).arrays()
     ep = episode_ids(arrays)
     rng = np.random.default_rng([cfg.seed, 0x44495354])
@@ -852,11 +856,7 @@ def distill(
             + (" (best)" if better else "")
         )
     model = MaskablePPO.load(run_dir / "final_model.zip", device="cpu")
-    small = anchor = float("nan")
-    if cfg.eval_episodes:
-        a = evaluate_model(model, cfg.scenarios, cfg.eval_episodes, cfg.eval_seed, n_max)
-        b = evaluate_model(model, cfg.anchor_scenarios, cfg.eval_episodes, cfg.eval_seed, n_max)
-        small, anchor = float(np.mean([r.ttr for r in a])), float(np.mean([r.ttr for r in b]))
+    small, anchor = held_out_ttr(model, cfg, n_max)
     log(f"best validation argmax regret {best:.4f} s; held-out TTR {small:.2f} / {anchor:.2f} s")
     res = ImitateResult(run_dir, len(train_arr["mask"]), time.perf_counter() - t0, small, anchor)
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(res).items()}
@@ -1000,22 +1000,22 @@ def main(argv: list[str] | None = None) -> ImitateResult | None:
     if args.config is None:
         ap.error("--config is required")
     cfg = load_imitate_config(args.config)
+
+    def log(m: str) -> None:
+        print(m, flush=True)
+
     if args.distill is not None:
-        res = distill(cfg, args.distill, args.out, lambda m: print(m, flush=True))
-        print(f"run folder {res.run_dir}")
-        if args.export:
-            onnx = export_imitation(res.run_dir, args.export, args.max_components)
-            print(f"exported {onnx} (+ {onnx.with_suffix('.json').name})")
-        return res
-    init = args.init
-    parent = args.resume or args.fork
-    if parent is not None:
-        init = yaml.safe_load((Path(parent) / "imitate.yaml").read_text())["provenance"]["init"]
-    if init is None:
-        base = load_config(cfg.base)
-        print(f"training the base run from {cfg.base} (seed {base.seed})", flush=True)
-        init = train(base, out=args.out, progress=False).run_dir
-    res = imitate(cfg, init, args.out, lambda m: print(m, flush=True), args.resume, args.fork)
+        res = distill(cfg, args.distill, args.out, log)
+    else:
+        init = args.init
+        parent = args.resume or args.fork
+        if parent is not None:
+            init = _parent_config(Path(parent))[1]["init"]
+        if init is None:
+            base = load_config(cfg.base)
+            log(f"training the base run from {cfg.base} (seed {base.seed})")
+            init = train(base, out=args.out, progress=False).run_dir
+        res = imitate(cfg, init, args.out, log, args.resume, args.fork)
     print(f"run folder {res.run_dir}")
     if args.export:
         onnx = export_imitation(res.run_dir, args.export, args.max_components)

@@ -61,7 +61,7 @@ class Attempt:
 
     role: str
     missing: tuple[str, ...]
-    fault: bool
+    failed: bool
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def fit_soft(
         for i, r in enumerate(rows):
             for b in r.missing:
                 n[i, col[b]] += 1.0
-        y = np.array([r.fault for r in rows], dtype=bool)
+        y = np.array([r.failed for r in rows], dtype=bool)
 
         def nll(q: np.ndarray, n: np.ndarray = n, y: np.ndarray = y) -> tuple[float, np.ndarray]:
             z = np.minimum(n @ q, 0.0)  # log P(no fault)
@@ -236,7 +236,7 @@ def learn(scenarios: str, episodes: int, seed: int, policy: str = "random") -> L
         "seed": seed,
         "policy": policy,
         "attempts": len(attempts),
-        "failed": int(sum(a.fault for a in attempts)),
+        "failed": int(sum(a.failed for a in attempts)),
         "latent_fraction": SimConfig().latent_fraction,
     }  # (no wall time: the file is reproducible byte for byte)
     return LearnedModel(soft, dem, meta)

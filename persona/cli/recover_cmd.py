@@ -19,7 +19,7 @@ def _check_policy(policy: str) -> str:
     from persona.provision.plan import is_onnx
     from persona.recovery.workflow import CAPTURED_ORDER, COLD
     if is_onnx(policy):
-        if policy.startswith("search:"):
+        if not policy.endswith(".onnx"):  # the search restorer (is_onnx)
             from agents.evaluate import load_policy
 
             load_policy(policy)  # a clear error for a bad spec or a missing file

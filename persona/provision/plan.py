@@ -127,8 +127,10 @@ def _build(
 
 def is_onnx(policy: str) -> bool:
     """A learned policy: an ``.onnx`` file, or the search-based restorer over one
-    (``search:POLICY.onnx@MODEL.json[@SAMPLES]``)."""
-    return policy.endswith(".onnx") or policy.startswith("search:")
+    (``search:POLICY.onnx@MODEL.json[@SAMPLES[@MAX_COMPONENTS]]``)."""
+    from persona.restorer.plan import search_fields
+
+    return policy.endswith(".onnx") or search_fields(policy) is not None
 
 
 def plan_from_policy(manifest: PersonaManifest, policy: str, seed: int = 0) -> Plan:

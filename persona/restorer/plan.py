@@ -89,7 +89,13 @@ def _scenario(persona: str | Path | PersonaManifest | Scenario, host: HostSpec |
     return sc
 
 
-SEARCH = "search:"
+SEARCH = "search:"  # search:POLICY.onnx@MODEL.json[@SAMPLES[@MAX_COMPONENTS]]
+
+
+def search_fields(policy: str) -> list[str] | None:
+    """The ``@``-separated fields of a search-based restorer's spec (``POLICY.onnx``,
+    ``MODEL.json``, ...), or ``None`` for any other policy name."""
+    return policy[len(SEARCH) :].split("@") if policy.startswith(SEARCH) else None
 
 
 def plan_restore(
@@ -105,7 +111,7 @@ def plan_restore(
     policy out over futures drawn from a hidden structure learned from episodes (it sees the
     simulated restore's public state only). It needs the research package (``agents``),
     which is imported only then; the plain ONNX path stays onnxruntime + numpy."""
-    search = isinstance(policy, str) and policy.startswith(SEARCH)
+    search = isinstance(policy, str) and search_fields(policy) is not None
     pol: Any
     if search:
         from agents.evaluate import load_policy
@@ -119,8 +125,7 @@ def plan_restore(
     sc = _scenario(persona, host)
     if sc.n > max_components:
         raise PolicyError(
-            f"persona {sc.name} has {sc.n} components; the policy handles at most "
-            f"{max_components}"
+            f"persona {sc.name} has {sc.n} components; the policy handles at most {max_components}"
         )
     env = RestoreEnv(scenario=sc, max_components=max_components)
     obs, _ = env.reset(seed=seed)
